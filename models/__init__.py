@@ -1,0 +1,1 @@
+"""Mechanistic models of neural dynamics: simulators, likelihoods, stimuli, features (no inference code)."""
