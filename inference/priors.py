@@ -308,7 +308,7 @@ class LogUniform(Uniform):
             hi,
             logp=logp,
             random=random,
-            transform=Interval(lower=lo, upper=hi),
+            transform=Interval(bounds_fn=lambda *rv_inputs: (rv_inputs[-2], rv_inputs[-1])),
             initval=np.sqrt(lo * hi),
             **_pm_kwargs(shape, dims),
         )
@@ -385,69 +385,11 @@ def joint_torch_prior(parameters: Sequence[ParameterSpec]):
     The vector concatenates the C-order flattening of every parameter in declaration order
     (names from :meth:`ParameterSpec.flat_names`). ``support`` is the concatenation of the
     elementwise supports, so ``sbi`` can map it to an unconstrained space and reject samples
-    outside it.
+    outside it. The object pickles (it is saved with trained NPE estimators).
     """
-    import torch
-    from torch.distributions import Distribution, constraints
+    from ._joint import JointPrior
 
-    comps = [(p, p.prior.torch(p.shape)) for p in parameters]
-    sizes = [p.size for p in parameters]
-    dim = int(sum(sizes))
-    supports = [p.prior.torch_support(p.shape) for p in parameters]
-
-    class _Joint(Distribution):
-        arg_constraints: dict = {}
-        has_rsample = False
-
-        def __init__(self):
-            super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([dim]), validate_args=False)
-            self._sup = constraints.independent(
-                constraints.cat([_flat_constraint(s, n) for s, n in zip(supports, sizes)], dim=-1, lengths=sizes),
-                1,
-            )
-            draws = self.sample_seeded(20000, seed=0)
-            self._mean = draws.mean(0)
-            self._var = draws.var(0)
-
-        @property
-        def support(self):
-            return self._sup
-
-        @property
-        def mean(self):
-            return self._mean
-
-        @property
-        def variance(self):
-            return self._var
-
-        def sample(self, sample_shape=torch.Size()):
-            sample_shape = torch.Size(sample_shape)
-            parts = [d.sample(sample_shape).reshape(*sample_shape, n) for (p, d), n in zip(comps, sizes)]
-            return torch.cat(parts, dim=-1).to(torch.float64)
-
-        def sample_seeded(self, n: int, seed: int):
-            """``n`` draws that depend only on ``seed`` (the global torch RNG is left untouched)."""
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                return self.sample(torch.Size([n]))
-
-        def log_prob(self, value):
-            value = torch.as_tensor(value, dtype=torch.float64)
-            out = torch.zeros(value.shape[:-1], dtype=torch.float64)
-            start = 0
-            inside = torch.ones(value.shape[:-1], dtype=torch.bool)
-            for (p, d), n, s in zip(comps, sizes, supports):
-                x = value[..., start : start + n].reshape(*value.shape[:-1], *p.shape)
-                chk = _flat_constraint(s, n).check(value[..., start : start + n])
-                inside &= chk.reshape(*value.shape[:-1], n).all(-1)
-                safe = torch.where(chk.reshape(x.shape), x, _safe_point(p, x))
-                lp = d.log_prob(safe)
-                out = out + lp.reshape(*value.shape[:-1], n).sum(-1)
-                start += n
-            return torch.where(inside, out, torch.full_like(out, -math.inf))
-
-    return _Joint()
+    return JointPrior(list(parameters))
 
 
 def _flat_constraint(c, n):
@@ -468,5 +410,9 @@ def _safe_point(p: ParameterSpec, like):
     import torch
 
     lo, hi = p.prior.bounds(p.shape)
-    mid = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), np.where(np.isfinite(lo), lo + 1.0, 0.0))
+    finite_lo, finite_hi = np.isfinite(lo), np.isfinite(hi)
+    mid = np.zeros(lo.shape)
+    both = finite_lo & finite_hi
+    mid[both] = 0.5 * (lo[both] + hi[both])
+    mid[finite_lo & ~finite_hi] = lo[finite_lo & ~finite_hi] + 1.0
     return torch.as_tensor(mid, dtype=torch.float64).expand_as(like)
