@@ -120,13 +120,18 @@ def simulate(
     return ds
 
 
-def default_data(entry: str | Entry, name: str = "default") -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
-    """Regenerate the named data recipe: returns (observed arrays, model config, recipe info)."""
+def default_data(
+    entry: str | Entry, name: str = "default", *, config: Mapping[str, Any] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+    """Regenerate the named data recipe: returns (observed arrays, model config, recipe info).
+
+    ``config`` overrides the model configuration of the recipe (e.g. a shorter duration).
+    """
     e = _entry(entry)
     if name not in e.data:
         raise ValueError(f"entry {e.id!r} has no data recipe {name!r} (known: {sorted(e.data)})")
     recipe = e.data[name]
-    config = _merge(e.model.config, recipe.config)
+    config = _merge(_merge(e.model.config, recipe.config), config or {})
     info = {"recipe": name, **recipe.model_dump()}
     if recipe.generator == "observation":
         obs = e.observations[recipe.observation]
@@ -134,7 +139,7 @@ def default_data(entry: str | Entry, name: str = "default") -> tuple[dict[str, n
         if obs.features is None:
             raise ValueError(f"observation {recipe.observation!r} of {e.id!r} has no features")
         return {"features": np.asarray(obs.features, dtype=np.float64)}, config, info
-    prob = problem(e, data=None, recipe=name, generate=False)
+    prob = problem(e, data=None, recipe=name, config=config, generate=False)
     theta = None if recipe.theta == "reference" else recipe.theta
     params = _theta(e, theta, 1)
     out = prob.simulate(prob.flatten(params), seeds_for(recipe.seed, 1, stream="data"))
@@ -203,8 +208,7 @@ def problem(
                 cfg = _merge(cfg, obs.config)
                 name, info = data, {"observation": data, "source": obs.source}
             else:
-                observed, cfg_data, info = default_data(e, which)
-                cfg = _merge(cfg_data, config or {})
+                observed, cfg, info = default_data(e, which, config=config)
                 name = which
         else:
             observed = _coerce_data(e, cfg, data)
@@ -228,6 +232,7 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     out: str | os.PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
     **settings: Any,
 ) -> xr.DataTree:
     """Fit a zoo entry in one line.
@@ -241,6 +246,7 @@ def fit(
     seed : root seed of every random choice of the route.
     progress : show progress bars.
     out : optional path; the result is saved there (netCDF or zarr) before it is returned.
+    config : overrides of the model configuration (applied to the default data recipe too).
     **settings : route settings overriding the entry's defaults (e.g. ``draws=500``).
 
     Returns
@@ -253,7 +259,7 @@ def fit(
         raise ValueError(f"unknown method {method!r}; choose one of map, nuts, hmc, npe")
     if method not in e.methods():
         raise ValueError(f"entry {e.id!r} does not support method {method!r}; its routes: {e.methods()}")
-    prob = problem(e, data)
+    prob = problem(e, data, config=config)
     run_settings = {**e.route_settings(method), **settings}
     if method == "map":
         result = _map.run(prob, settings=run_settings, seed=seed, progress=progress)
