@@ -96,7 +96,12 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
     t1 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        inference = NPE(prior=prior, density_estimator=str(settings["density_estimator"]), show_progress_bars=progress)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(_cache_dir() / "sbi-logs"))  # sbi would write into the working folder
+        inference = NPE(
+            prior=prior, density_estimator=str(settings["density_estimator"]), show_progress_bars=progress, summary_writer=writer
+        )
         inference.append_simulations(
             torch.as_tensor(theta[valid], dtype=torch.float32), torch.as_tensor(x[valid], dtype=torch.float32)
         )
