@@ -25,6 +25,10 @@ Config keys
     Passed to :func:`.meso.simulate`.
 ``fixed`` (optional)
     Mapping of parameter name to value (unbatched) overriding the ground truth.
+``generator`` (optional, default ``"meso"``)
+    ``"micro"`` simulates the microscopic GIF network of spec §2 instead (brian2,
+    :func:`.micro.simulate_micro`; Bernoulli connectivity, or ``connectivity`` from the config) —
+    the paper's way of generating ground-truth data. ``codegen`` selects brian2's code generation.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from .parameters import (
 
 __all__ = [
     "simulate",
+    "constant_data",
     "observation_dims",
     "coords",
     "ground_truth",
@@ -147,10 +152,27 @@ def simulate(params: Mapping[str, np.ndarray], *, config: Mapping, seeds: np.nda
             raise ValueError(f"free parameter {key!r} must have a leading batch axis of length {B} (= len(seeds))")
     full = full_parameters(params, config, B)
     T, dt = _duration_bins(config)
-    if "stimulus" not in config:
-        raise ValueError("config needs 'stimulus', e.g. {'kind': 'sine', 'seed': 0}")
-    n = int(config["populations"])
-    inputs = stimuli.make_stimulus(config["stimulus"], populations=n, duration_s=T * dt, dt=dt)
+    inputs = _inputs(config)
+    generator = _config_value(config, "generator", "meso")
+    if generator == "micro":
+        from .micro import simulate_micro
+
+        counts = []
+        for b in range(B):
+            one = {k: v[b] for k, v in full.items()}
+            counts.append(
+                simulate_micro(
+                    one,
+                    inputs,
+                    duration_s=T * dt,
+                    seed=int(seeds[b]),
+                    connectivity=_config_value(config, "connectivity", "bernoulli"),
+                    codegen=_config_value(config, "codegen", "auto"),
+                )
+            )
+        return {"counts": np.stack(counts).astype(np.int64)}
+    if generator != "meso":
+        raise ValueError(f"config 'generator' must be 'meso' or 'micro' (got {generator!r})")
     out = meso.simulate(
         full,
         inputs,
@@ -162,6 +184,19 @@ def simulate(params: Mapping[str, np.ndarray], *, config: Mapping, seeds: np.nda
         linear_switch=bool(_config_value(config, "linear_switch", True)),
     )
     return {"counts": out["counts"]}
+
+
+def _inputs(config: Mapping) -> np.ndarray:
+    """The frozen input (T, M) in mA described by ``config["stimulus"]`` (spec §6)."""
+    T, dt = _duration_bins(config)
+    if "stimulus" not in config:
+        raise ValueError("config needs 'stimulus', e.g. {'kind': 'sine', 'seed': 0}")
+    return stimuli.make_stimulus(config["stimulus"], populations=int(config["populations"]), duration_s=T * dt, dt=dt)
+
+
+def constant_data(config: Mapping) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """Fixed inputs for the result's ``constant_data`` group: the stimulus (time, population), mA."""
+    return {"input": (("time", "population"), _inputs(config))}
 
 
 def observation_dims(config: Mapping) -> dict[str, tuple[str, ...]]:
