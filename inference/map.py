@@ -141,6 +141,9 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
     evaluation counts, initial point and the parameter trajectory in natural coordinates)."""
     from tqdm.auto import tqdm
 
+    unknown = set(dict(settings or {})) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown map setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     settings = {**DEFAULTS, **dict(settings or {})}
     t0 = time.perf_counter()
     funcs = LikelihoodFunctions(problem, jacobian=bool(settings["jacobian"]))

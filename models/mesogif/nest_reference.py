@@ -208,6 +208,20 @@ def _coarse_inputs(inputs, n_steps: int, M: int, dt: float) -> np.ndarray:
     )
 
 
+def _run_isolated(func, *args, **kwargs):
+    """Run ``func`` in a fresh spawned process and return its result.
+
+    NEST's kernel is process-global and has been seen to crash (segmentation fault in
+    ``ResetKernel``) in a process that had already loaded torch, brian2 and other native
+    libraries; a separate process keeps such a crash from taking down the caller.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(func, *args, **kwargs).result()
+
+
 def simulate_nest(
     params: Mapping[str, np.ndarray],
     inputs: np.ndarray | None,
@@ -218,8 +232,12 @@ def simulate_nest(
     len_kernel: int | str = "auto",
     C_m: float = 250.0,
     return_expected: bool = False,
+    isolate: bool = True,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Simulate the mesoscopic model with NEST's ``gif_pop_psc_exp`` (spec §3.11, Appendix A).
+
+    With ``isolate=True`` (default) NEST runs in a separate spawned process (see
+    :func:`_run_isolated`); ``isolate=False`` runs it in this process.
 
     Parameters
     ----------
@@ -259,6 +277,21 @@ def simulate_nest(
     """
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isolate:
+        check_parameters(params, dt=dt)  # raise input errors here, not in the child
+        _import_nest()
+        return _run_isolated(
+            simulate_nest,
+            {k: np.asarray(v) for k, v in params.items()},
+            None if inputs is None else np.asarray(inputs),
+            duration_s=duration_s,
+            seed=int(seed),
+            dt=dt,
+            len_kernel=len_kernel,
+            C_m=C_m,
+            return_expected=return_expected,
+            isolate=False,
+        )
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
     M = check_parameters(params, dt=dt)
@@ -371,6 +404,12 @@ def nest_throughput(
             seed=seed,
             frequency_hz=preset["frequency_hz"],
         )
+    return float(_run_isolated(_timed_simulation, params, inputs, duration_s, seed, len_kernel))
+
+
+def _timed_simulation(params, inputs, duration_s, seed, len_kernel) -> float:
+    """Simulated seconds per wall second of one in-process NEST run (called in a child process)."""
+    _import_nest()
     start = time.perf_counter()
-    simulate_nest(params, inputs, duration_s=duration_s, seed=seed, len_kernel=len_kernel)
+    simulate_nest(params, inputs, duration_s=duration_s, seed=seed, len_kernel=len_kernel, isolate=False)
     return float(duration_s) / (time.perf_counter() - start)
