@@ -113,7 +113,13 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_gallery(args) -> int:
-    raise CLIError("the gallery builder is not implemented yet (issue: the gallery)")
+    if args.action != "build":
+        raise CLIError(f"unknown gallery action {args.action!r}; use: mechzoo gallery build [--fast] [--out DIR]")
+    from . import gallery
+
+    out = gallery.build(fast=args.fast, out=args.out, progress=not args.quiet)
+    print(f"gallery built: {out}/index.html")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     s.set_defaults(func=_cmd_bench)
-    s = sub.add_parser("gallery", help="build the gallery (not yet implemented)")
-    s.add_argument("action", nargs="?", default="build")
+    s = sub.add_parser("gallery", help="build the gallery site (sphinx-gallery)")
+    s.add_argument("action", nargs="?", default="build", help="build")
+    s.add_argument("--fast", action="store_true", help="tiny budgets (pages are marked as such)")
+    s.add_argument("--out", help="output folder (default gallery/_build/html)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_gallery)
     return p
 
@@ -155,9 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .registry import UnknownEntryError
     from .schema import EntryError
 
+    import os
+
     try:
         return int(args.func(args) or 0)
     except (CLIError, UnknownEntryError, EntryError, ValueError, FileNotFoundError, TypeError) as exc:
+        if os.environ.get("MECHZOO_DEBUG"):
+            raise
         msg = str(exc).strip().replace("\n", " ")
         print(f"mechzoo: error: {msg}", file=sys.stderr)
         return 2
