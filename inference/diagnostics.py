@@ -23,7 +23,7 @@ import xarray as xr
 
 from .result import posterior_draws_flat, result_attrs
 
-__all__ = ["diagnose", "sbc_uniformity"]
+__all__ = ["diagnose", "sbc_uniformity", "e_bfmi"]
 
 
 def sbc_uniformity(ranks: np.ndarray, n_draws: int, *, bins: int = 10) -> dict[str, np.ndarray]:
@@ -43,6 +43,15 @@ def sbc_uniformity(ranks: np.ndarray, n_draws: int, *, bins: int = 10) -> dict[s
         chi2_p[j] = stats.chisquare(counts).pvalue
         ks_p[j] = stats.kstest((ranks[:, j] + 0.5) / (n_draws + 1), "uniform").pvalue
     return {"chi2_p": chi2_p, "ks_p": ks_p}
+
+
+def e_bfmi(energy: np.ndarray) -> np.ndarray:
+    """Estimated Bayesian fraction of missing information per chain (Betancourt 2016, eq. 3.1):
+    :math:`\sum_n (E_n - E_{n-1})^2 / \sum_n (E_n - \bar E)^2` for energies (chain, draw)."""
+    energy = np.atleast_2d(energy)
+    num = np.sum(np.diff(energy, axis=1) ** 2, axis=1)
+    den = np.sum((energy - energy.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    return num / den
 
 
 def _mcmc_table(result: xr.DataTree, names: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -75,10 +84,8 @@ def _mcmc_table(result: xr.DataTree, names: list[str]) -> tuple[pd.DataFrame, di
             info["divergences_per_chain"] = ss["diverging"].astype(int).sum("draw").values.tolist()
             info["divergences"] = int(sum(info["divergences_per_chain"]))
         if "energy" in ss:
-            try:
-                info["bfmi_per_chain"] = np.asarray(azs.bfmi(result)["energy"].values if isinstance(azs.bfmi(result), xr.Dataset) else azs.bfmi(result)).ravel().tolist()
-            except Exception as exc:  # pragma: no cover - diagnostic best effort, reported
-                info["bfmi_error"] = repr(exc)
+            energy = np.asarray(ss["energy"].transpose("chain", "draw").values, dtype=np.float64)
+            info["bfmi_per_chain"] = e_bfmi(energy).tolist()
         for key in ("reached_max_treedepth", "maxdepth_reached"):
             if key in ss:
                 info["max_treedepth_hits"] = int(ss[key].astype(int).sum())

@@ -59,6 +59,7 @@ def test_nuts_matches_exact(nuts_result, exact):
     assert table["r_hat"].max() < 1.01
     assert table["ess_bulk"].min() > 400
     assert table.attrs["divergences"] == 0
+    assert all(b > 0.3 for b in table.attrs["bfmi_per_chain"])
     attrs = result_attrs(nuts_result)
     assert attrs["route"] == "nuts" and attrs["entry_id"] == ENTRY and attrs["seed"] == 1
     assert attrs["n_gradient_evaluations"] > 2000
