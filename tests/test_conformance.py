@@ -72,9 +72,17 @@ def test_seeded_simulation_reproduces(entry_id):
 
 
 def _routes(entry_id):
+    """(entry, method) pairs; methods an entry skips (with its stated reason) are marked skip."""
     entry = mechzoo.load(entry_id)
-    skip = set(_conformance(entry).get("skip_methods", []))
-    return [(entry_id, m) for m in entry.methods() if m not in skip]
+    conf = _conformance(entry)
+    skip = set(conf.get("skip_methods", []))
+    out = []
+    for m in entry.methods():
+        if m in skip:
+            out.append(pytest.param(entry_id, m, marks=pytest.mark.skip(reason=conf.get("skip_reason", "skipped by the entry"))))
+        else:
+            out.append((entry_id, m))
+    return out
 
 
 @pytest.mark.parametrize("entry_id, method", [rm for e in IDS for rm in _routes(e)])

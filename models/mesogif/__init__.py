@@ -37,7 +37,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import measures, meso, parameters, stationary, stimuli
+from . import likelihood, measures, meso, parameters, stationary, stimuli
 from .meso import expected_counts, history_size
 from .parameters import (
     PARAMETER_KEYS,
@@ -67,6 +67,7 @@ __all__ = [
     "stimuli",
     "stationary",
     "measures",
+    "likelihood",
 ]
 
 _EXCITATORY_ONLY = ("J_theta", "tau_theta")
@@ -208,3 +209,37 @@ def coords(config: Mapping) -> dict[str, object]:
     """Coordinates: population names and bin start times ``t_k = k dt`` (s)."""
     T, dt = _duration_bins(config)
     return {"population": population_names(int(config["populations"])), "time": np.arange(T) * dt}
+
+
+def loglik(params: Mapping, data: Mapping, *, config: Mapping):
+    """Zoo adapter: the log-likelihood of observed counts as a PyTensor scalar (spec §4.1).
+
+    Parameters
+    ----------
+    params : mapping of str to pytensor variable
+        Free parameters named as in the entry, on their natural scale and without batch axis:
+        ``w`` (M, M) mV, ``tau_m``, ``c``, ``Delta_u``, ``tau_s`` (M,), ``J_theta`` mV·s and
+        ``tau_theta`` s (n_exc,) — any subset; the others are fixed from ``config``.
+    data : mapping
+        ``{"counts": int array (T, M)}``.
+    config : mapping
+        The model configuration (module docstring) plus the likelihood keys ``burn_in_s``
+        (default 10 s, spec §4.3), ``likelihood_K`` (default ``"auto-per-population"`` at the
+        reference parameters, spec §3.6) and ``checkpoint`` (see
+        :class:`.likelihood.MesoGIFLikelihood`).
+
+    Returns
+    -------
+    pytensor.tensor.TensorVariable
+        Scalar float64; the value is computed by a compiled Numba kernel and its gradient by the
+        exact hand-derived adjoint (:mod:`.adjoint`), both wrapped as PyTensor Ops.
+    """
+    return likelihood.pytensor_loglik(params, data, config=config)
+
+
+def loglik_and_grad(free_params: Mapping, counts, *, config: Mapping):
+    """Log-likelihood and its exact gradient in NumPy: ``(float, {name: array})``.
+
+    See :func:`.likelihood.loglik_and_grad`.
+    """
+    return likelihood.loglik_and_grad(free_params, counts, config=config)
