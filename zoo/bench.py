@@ -124,7 +124,21 @@ def bench_pyloric(quick: bool = False) -> dict[str, Any]:
     return out
 
 
+def bench_mesogif_likelihood(quick: bool = False) -> dict[str, Any]:
+    """mesoGIF log-likelihood + gradient time (20 s of data, 10 s burn-in), 2- and 4-pop, next to
+    a plain PyTensor ``scan`` + ``pytensor.grad`` baseline (same run, extrapolated linearly from a
+    short data length) and the paper's implied ≈ 9 s per gradient (201 h / 2000 HMC samples)."""
+    from mechzoo.models.mesogif.likelihood import benchmark_likelihood
+
+    if quick:
+        res = benchmark_likelihood(duration_s=2.0, burn_in_s=1.0, populations=(2,), Ks=("auto-per-population",), repeats=1, scan_duration_s=0.2, scan_repeats=1)
+    else:
+        res = benchmark_likelihood()
+    return {**_machine(), **res, "paper_seconds_per_gradient": 9.0}
+
+
 BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "mesogif-likelihood": bench_mesogif_likelihood,
     "routes": bench_routes,
     "hh": bench_hh,
     "mesogif-sim": bench_mesogif_sim,

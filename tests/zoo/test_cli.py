@@ -57,3 +57,11 @@ def test_bench_unknown(capsys):
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "mechzoo.cli", "list"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "linear-gaussian" in proc.stdout
+
+
+def test_bench_quick_json(capsys):
+    """A benchmark runs and prints one JSON object with its baseline (quick sizes; no timing asserted)."""
+    assert main(["bench", "hh", "--json", "--quick"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["benchmark"] == "hh"
+    assert figures["batched_sims_per_s"] > 0 and figures["baseline_sims_per_s"] > 0
