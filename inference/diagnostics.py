@@ -46,7 +46,7 @@ def sbc_uniformity(ranks: np.ndarray, n_draws: int, *, bins: int = 10) -> dict[s
 
 
 def e_bfmi(energy: np.ndarray) -> np.ndarray:
-    """Estimated Bayesian fraction of missing information per chain (Betancourt 2016, eq. 3.1):
+    r"""Estimated Bayesian fraction of missing information per chain (Betancourt 2016, eq. 3.1):
     :math:`\sum_n (E_n - E_{n-1})^2 / \sum_n (E_n - \bar E)^2` for energies (chain, draw)."""
     energy = np.atleast_2d(energy)
     num = np.sum(np.diff(energy, axis=1) ** 2, axis=1)

@@ -29,6 +29,15 @@ What the gallery fits for an entry can be chosen in the entry's TOML::
 
 A fast build (``fast=True``) uses tiny budgets (:data:`FAST_SETTINGS`), keeps its results apart
 (``gallery/fast/``) and marks every page "fast build: tiny budgets, not a converged posterior".
+
+Which entries get fits at all can be narrowed for a cheap build (tests, CI, working on one page):
+``build(fit_entries=[...])`` or the environment variable ``MECHZOO_GALLERY_FIT_ENTRIES`` (entry
+ids separated by commas or spaces; ``none`` for no fits; unset, empty or ``all`` for every entry,
+the default). Every entry still gets its page (model, parameter tables, simulated-data figure); an
+entry left out is neither fitted nor are its stored fits shown, and its page says so instead of
+showing posteriors::
+
+    MECHZOO_GALLERY_FIT_ENTRIES=linear-gaussian mechzoo gallery build --fast
 """
 
 from __future__ import annotations
@@ -51,7 +60,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["build", "cache_dir", "FAST_SETTINGS", "gallery_fits", "ensure_fits", "generate_sources", "GALLERY_SOURCE"]
+__all__ = ["build", "cache_dir", "FAST_SETTINGS", "FIT_ENTRIES_ENV", "fit_entries_from_env", "gallery_fits", "ensure_fits",
+           "generate_sources", "GALLERY_SOURCE"]
 
 GALLERY_SOURCE = Path(os.environ.get("MECHZOO_GALLERY_SRC", Path(__file__).resolve().parent.parent / "gallery"))
 
@@ -61,7 +71,8 @@ FAST_SETTINGS: dict[str, dict[str, Any]] = {
     "hmc": {"draws": 100, "tune": 100, "chains": 2, "map_restarts": 2},
     "npe": {"num_simulations": 300, "sbc_simulations": 0, "max_num_epochs": 20},
 }
-_PAGE_VERSION = 1  # bump when the generated figures change
+_PAGE_VERSION = 2  # bump when the generated figures or their reST change (the simulated-data section is cached)
+FIT_ENTRIES_ENV = "MECHZOO_GALLERY_FIT_ENTRIES"
 FAST_NOTE = "fast build: tiny budgets, not a converged posterior"
 ROUTE_NAMES = {"map": "MAP (multi-start optimisation)", "nuts": "NUTS (PyMC)", "hmc": "HMC (PyMC)", "npe": "NPE (sbi)"}
 _MATHJAX_DIRS = (Path("/usr/share/javascript/mathjax"), Path("/usr/share/nodejs/mathjax"))
@@ -222,6 +233,17 @@ def ensure_fits(entry_ids: Iterable[str], *, fast: bool, progress: bool = True, 
             out[f.entry_id][f.method] = msg
             _log(progress, f"[gallery]     FAILED after {time.perf_counter() - t0:.1f} s: {msg}")
     return out
+
+
+def fit_entries_from_env() -> list[str] | None:
+    """The entries to fit from ``$MECHZOO_GALLERY_FIT_ENTRIES``: None (every entry) when it is unset,
+    empty or ``all``; ``[]`` for ``none``; else the ids it lists (separated by commas or spaces)."""
+    raw = os.environ.get(FIT_ENTRIES_ENV, "").strip()
+    if not raw or raw.lower() in ("all", "*"):
+        return None
+    if raw.lower() == "none":
+        return []
+    return [s for s in re.split(r"[,\s]+", raw) if s]
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -674,8 +696,9 @@ def _table_diagnostics(table) -> str:
 _COST_KEYS = ("wall_time_s", "n_simulations", "n_loglik_evaluations", "n_gradient_evaluations")
 
 
-def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thumbdir: Path) -> str:
-    """The reST source of an entry's page; writes its figures into ``figdir`` and its thumbnail."""
+def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thumbdir: Path, fitted: bool = True) -> str:
+    """The reST source of an entry's page; writes its figures into ``figdir`` and its thumbnail.
+    ``fitted=False``: this build left the entry's fits out (``fit_entries``); the page says so."""
     import mechzoo
 
     eid = entry.id
@@ -734,7 +757,11 @@ def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thum
 
     # posteriors
     L += [heading("Posteriors", "-"), ""]
-    if not fits:
+    if not fitted:
+        L += [".. note::", "   :class: mz-no-fits", "",
+              f"   This build of the gallery fitted only some entries (``fit_entries`` / ``{FIT_ENTRIES_ENV}``) and left "
+              "this one out: no posterior is shown.", ""]
+    elif not fits:
         L += ["No route is fitted for the gallery (``checks.gallery`` of the entry).", ""]
     else:
         L += [f"Stored fits (seed 0) of the entry's default data: {', '.join(lit(m) for m in fits)}"
@@ -750,7 +777,7 @@ def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thum
             try:
                 fig, caption = plot_posterior(entry, res, m)
                 _save(fig, figdir / f"{eid}-{m}-posterior.png")
-                L += [f".. figure:: figures/{eid}-{m}-posterior.png", f"   :alt: {m} posterior of {esc(entry.title)}", "   :class: mz-figure", "",
+                L += [f".. figure:: figures/{eid}-{m}-posterior.png", f"   :alt: {m} posterior of {esc(entry.title)}", "   :class: mz-figure", "   :figclass: mz-figure", "",
                       f"   {esc(caption)}", ""]
             except Exception as exc:
                 L += [".. error::", "", f"   Plotting the posterior failed: {lit(_short(exc))}", ""]
@@ -777,7 +804,7 @@ def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thum
             fig, caption = overlay
             _save(fig, figdir / f"{eid}-routes.png")
             L += [heading("Routes compared", "~"), "", f".. figure:: figures/{eid}-routes.png", f"   :alt: routes compared for {esc(entry.title)}",
-                  "   :class: mz-figure", "", f"   {esc(caption)}", ""]
+                  "   :class: mz-figure", "   :figclass: mz-figure", "", f"   {esc(caption)}", ""]
         L += [heading("Cost", "~"), ""]
         L += [list_table(["route", "wall time [s]", "simulations", "log-likelihood evaluations", "gradient evaluations", "settings"], cost_rows, cls="mz-cost"), ""]
     return "\n".join(L) + "\n"
@@ -811,7 +838,7 @@ def simulation_section(entry, data: str, config: Mapping[str, Any], *, figdir: P
         fig, caption = plot_simulation(entry, ds)
         _save(fig, png)
         _save(fig, thumb, dpi=45)
-        L += [f".. figure:: figures/{eid}-simulated.png", f"   :alt: simulated data of {esc(entry.title)}", "   :class: mz-figure", "", f"   {esc(caption)}", ""]
+        L += [f".. figure:: figures/{eid}-simulated.png", f"   :alt: simulated data of {esc(entry.title)}", "   :class: mz-figure", "   :figclass: mz-figure", "", f"   {esc(caption)}", ""]
         if "features" in ds:
             names = [str(n) for n in ds["feature"].values]
             vals = ds["features"].isel(simulation=0).values
@@ -893,8 +920,11 @@ def _vendor_mathjax(static: Path) -> bool:
     return False
 
 
-def generate_sources(src: Path, fits: Mapping[str, Mapping[str, Any]], *, fast: bool, entry_ids: list[str], progress: bool = True) -> list[dict[str, Any]]:
-    """Write the Sphinx source tree into ``src``; returns the landing cards (one per entry)."""
+def generate_sources(src: Path, fits: Mapping[str, Mapping[str, Any]], *, fast: bool, entry_ids: list[str], progress: bool = True,
+                     fit_entries: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Write the Sphinx source tree into ``src``; returns the landing cards (one per entry).
+    ``fit_entries``: the entries this build fitted (None: all); the others' pages show no posterior."""
+    fitted_ids = None if fit_entries is None else set(fit_entries)
     import mechzoo
 
     src.mkdir(parents=True, exist_ok=True)
@@ -926,7 +956,8 @@ def generate_sources(src: Path, fits: Mapping[str, Mapping[str, Any]], *, fast: 
             cards.append({"id": eid, "title": eid, "tags": ["invalid"], "routes": []})
             continue
         _log(progress, f"[gallery] page {eid}")
-        page = entry_page(entry, fits.get(eid, {}), fast=fast, figdir=edir / "figures", thumbdir=src / "_static" / "thumbs")
+        page = entry_page(entry, fits.get(eid, {}), fast=fast, figdir=edir / "figures", thumbdir=src / "_static" / "thumbs",
+                          fitted=fitted_ids is None or eid in fitted_ids)
         _write(edir / f"{eid}.rst", page)
         cards.append({"id": eid, "title": entry.title, "tags": list(entry.tags), "routes": entry.methods()})
     _write(src / "index.rst", landing_page(cards, fast=fast))
@@ -935,7 +966,8 @@ def generate_sources(src: Path, fits: Mapping[str, Mapping[str, Any]], *, fast: 
 
 
 def build(fast: bool = False, out: Path | str | None = None, progress: bool = True, *,
-          entries: list[str] | None = None, examples: bool = True, retry_errors: bool = False) -> Path:
+          entries: list[str] | None = None, examples: bool = True, retry_errors: bool = False,
+          fit_entries: Iterable[str] | None = None) -> Path:
     """Build the gallery site and return its folder (default ``gallery/_build/html``).
 
     Parameters
@@ -948,6 +980,9 @@ def build(fast: bool = False, out: Path | str | None = None, progress: bool = Tr
     entries : build only these entry ids (default: every registered entry).
     examples : run the worked examples (sphinx-gallery); False skips executing them.
     retry_errors : retry routes whose stored failure matches the current settings.
+    fit_entries : fit (and show the posteriors of) only these entries; the others still get their
+        page without a posterior section. Default: ``$MECHZOO_GALLERY_FIT_ENTRIES`` when set
+        (:func:`fit_entries_from_env`), else every entry. Meant for cheap test / CI builds.
     """
     import mechzoo
 
@@ -966,9 +1001,18 @@ def build(fast: bool = False, out: Path | str | None = None, progress: bool = Tr
     doctrees = out.with_name(out.name + ".doctrees")
     t0 = time.perf_counter()
     ids = list(entries) if entries is not None else mechzoo.entries()
-    fits = ensure_fits(ids, fast=fast, progress=progress, retry_errors=retry_errors)
+    if fit_entries is None:
+        fit_entries = fit_entries_from_env()
+    if fit_entries is not None:
+        fit_entries = list(dict.fromkeys(fit_entries))
+        unknown = [e for e in fit_entries if e not in ids]
+        if unknown:
+            raise ValueError(f"fit_entries / {FIT_ENTRIES_ENV}: {', '.join(unknown)} not among the entries built ({', '.join(ids)})")
+        _log(progress, f"[gallery] fits restricted to: {', '.join(fit_entries) or 'none'}")
+    fit_ids = ids if fit_entries is None else [e for e in ids if e in fit_entries]
+    fits = ensure_fits(fit_ids, fast=fast, progress=progress, retry_errors=retry_errors)
     t_fit = time.perf_counter() - t0
-    cards = generate_sources(src, fits, fast=fast, entry_ids=ids, progress=progress)
+    cards = generate_sources(src, fits, fast=fast, entry_ids=ids, progress=progress, fit_entries=fit_entries)
     t_pages = time.perf_counter() - t0 - t_fit
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -985,7 +1029,8 @@ def build(fast: bool = False, out: Path | str | None = None, progress: bool = Tr
         raise RuntimeError(f"sphinx-build failed with exit code {proc.returncode}\n{detail}")
     manifest = {
         "fast": fast,
-        "entries": [{**c, "page": f"entries/{c['id']}.html",
+        "fit_entries": fit_entries,  # None: every entry was fitted
+        "entries": [{**c, "page": f"entries/{c['id']}.html", "fitted": c["id"] in fit_ids,
                      "fits": {m: ("error" if isinstance(r, str) else "ok") for m, r in fits.get(c["id"], {}).items()}} for c in cards],
         "cache": str(cache_dir(fast)),
         "seconds": {"fits": round(t_fit, 1), "pages": round(t_pages, 1), "sphinx": round(time.perf_counter() - t0 - t_fit - t_pages, 1)},
