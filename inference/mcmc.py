@@ -97,7 +97,9 @@ def run(
         elif settings["sampler"] == "pymc":
             nuts_kwargs = {"target_accept": float(settings["target_accept"])}
             if "max_treedepth" in settings:
-                nuts_kwargs["max_treedepth"] = int(settings["max_treedepth"])
+                depth = int(settings["max_treedepth"])
+                # PyMC uses early_max_treedepth (default 8) during the first tuning steps
+                nuts_kwargs.update(max_treedepth=depth, early_max_treedepth=min(depth, 8))
             idata = pm.sample(nuts_sampler="pymc", init="adapt_diag", **kwargs, **nuts_kwargs)
         else:
             raise ValueError(f"sampler must be 'pymc' or 'nutpie' (got {settings['sampler']!r})")

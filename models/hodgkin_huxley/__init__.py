@@ -174,6 +174,11 @@ def feature_names(config: Mapping | None = None) -> list[str]:
     return _feature_names(_n_features(config or {}))
 
 
+#: Units of the observation variables and coordinates (for tables and figure axes).
+OBSERVATION_UNITS = {"voltage": "mV", "features": "mixed (see FEATURE_UNITS)"}
+COORDINATE_UNITS = {"time": "ms", "feature": "label"}
+
+
 def observation_dims(config: Mapping) -> dict[str, tuple[str, ...]]:
     """Dims of each observation (after the batch axis): ``{"voltage": ("time",)}``, or
     ``{"features": ("feature",)}`` when ``config["record"]`` is False."""

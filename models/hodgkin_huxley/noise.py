@@ -13,7 +13,8 @@ Seed convention (one seed per simulation, so results do not depend on batching):
   (array seeding, ``init_by_array``),
 
 so every uint64 seed maps to a distinct stream that plain NumPy can reproduce
-(:func:`legacy_random_state`). The MT state lives in a local array: no global or thread state.
+(:func:`legacy_random_state`). The generator itself is shared with the pyloric simulator
+(:mod:`mechzoo.models._legacy_rng`); its state lives in a local array: no global or thread state.
 """
 
 from __future__ import annotations
@@ -21,11 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_N = 624
-_M = 397
-_MATRIX_A = 0x9908B0DF
-_UPPER_MASK = 0x80000000
-_LOWER_MASK = 0x7FFFFFFF
+from .._legacy_rng import fill_legacy_normal
+
 _MASK32 = 0xFFFFFFFF
 
 
@@ -59,74 +57,6 @@ def split_seeds(seeds) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
-def _init_genrand(mt, seed):
-    mt[0] = seed & _MASK32
-    for i in range(1, _N):
-        previous = mt[i - 1]
-        mt[i] = (1812433253 * (previous ^ (previous >> 30)) + i) & _MASK32
-
-
-@njit(cache=True)
-def _init_by_array(mt, key_low, key_high):
-    """``init_by_array`` with the two-word key ``[key_low, key_high]``."""
-    _init_genrand(mt, 19650218)
-    i = 1
-    j = 0
-    for _ in range(_N):  # max(N, key length) iterations
-        previous = mt[i - 1]
-        key = key_low if j == 0 else key_high
-        mt[i] = ((mt[i] ^ ((previous ^ (previous >> 30)) * 1664525)) + key + j) & _MASK32
-        i += 1
-        j += 1
-        if i >= _N:
-            mt[0] = mt[_N - 1]
-            i = 1
-        if j >= 2:
-            j = 0
-    for _ in range(_N - 1):
-        previous = mt[i - 1]
-        mt[i] = ((mt[i] ^ ((previous ^ (previous >> 30)) * 1566083941)) - i) & _MASK32
-        i += 1
-        if i >= _N:
-            mt[0] = mt[_N - 1]
-            i = 1
-    mt[0] = 0x80000000
-
-
-@njit(cache=True)
-def _twist(mt):
-    """Regenerate the 624 words of the MT19937 state."""
-    for k in range(_N - _M):
-        y = (mt[k] & _UPPER_MASK) | (mt[k + 1] & _LOWER_MASK)
-        mt[k] = mt[k + _M] ^ (y >> 1) ^ (_MATRIX_A * (y & 1))
-    for k in range(_N - _M, _N - 1):
-        y = (mt[k] & _UPPER_MASK) | (mt[k + 1] & _LOWER_MASK)
-        mt[k] = mt[k + _M - _N] ^ (y >> 1) ^ (_MATRIX_A * (y & 1))
-    y = (mt[_N - 1] & _UPPER_MASK) | (mt[0] & _LOWER_MASK)
-    mt[_N - 1] = mt[_M - 1] ^ (y >> 1) ^ (_MATRIX_A * (y & 1))
-
-
-@njit(cache=True, inline="always")
-def _next_uint32(mt, position):
-    """Next tempered 32-bit output of MT19937 and the new position in the state."""
-    if position >= _N:
-        _twist(mt)
-        position = 0
-    y = mt[position]
-    y ^= y >> 11
-    y ^= (y << 7) & 0x9D2C5680
-    y ^= (y << 15) & 0xEFC60000
-    y ^= y >> 18
-    return y, position + 1
-
-
-@njit(cache=True, inline="always")
-def _uniform53(a, b):
-    """Uniform double in [0, 1) with 53 random bits from two 32-bit outputs (legacy ``random_double``)."""
-    return ((a >> 5) * 67108864.0 + (b >> 6)) / 9007199254740992.0
-
-
-@njit(cache=True)
 def fill_standard_normal(seed_low, seed_high, out, mt):
     """Fill ``out`` with the standard normals of the legacy ``RandomState`` of one seed.
 
@@ -137,29 +67,7 @@ def fill_standard_normal(seed_low, seed_high, out, mt):
     out : numpy.ndarray
         float64 array to fill, in draw order.
     mt : numpy.ndarray
-        int64 scratch array of length 624 (the generator state), overwritten.
+        Unused scratch (kept for the kernel's call signature); the shared generator keeps its
+        state in a local array.
     """
-    if seed_high == 0:
-        _init_genrand(mt, seed_low)
-    else:
-        _init_by_array(mt, seed_low, seed_high)
-    position = _N
-    count = out.shape[0]
-    k = 0
-    while k < count:
-        # polar method: draw points in (-1, 1)^2 until inside the unit disc (legacy ``gauss``)
-        while True:
-            a, position = _next_uint32(mt, position)
-            b, position = _next_uint32(mt, position)
-            x1 = 2.0 * _uniform53(a, b) - 1.0
-            a, position = _next_uint32(mt, position)
-            b, position = _next_uint32(mt, position)
-            x2 = 2.0 * _uniform53(a, b) - 1.0
-            r2 = x1 * x1 + x2 * x2
-            if r2 < 1.0 and r2 != 0.0:
-                break
-        factor = np.sqrt(-2.0 * np.log(r2) / r2)
-        out[k] = factor * x2  # returned first
-        if k + 1 < count:
-            out[k + 1] = factor * x1  # the cached value, returned next
-        k += 2
+    fill_legacy_normal(seed_low, seed_high, 1.0, out)

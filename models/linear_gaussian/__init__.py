@@ -43,6 +43,11 @@ __all__ = [
 ]
 
 
+#: Units of the observation variables and coordinates (for tables and figure axes).
+OBSERVATION_UNITS = {"y": "1", "design": "1"}
+COORDINATE_UNITS = {"observation": "index", "regressor": "index"}
+
+
 def design_matrix(config: Mapping[str, Any]) -> np.ndarray:
     """The fixed design :math:`X` of shape (n_observations, 1 + n_covariates), float64.
 

@@ -73,6 +73,11 @@ __all__ = [
 _EXCITATORY_ONLY = ("J_theta", "tau_theta")
 
 
+#: Units of the observation variables and coordinates (for tables and figure axes).
+OBSERVATION_UNITS = {"counts": "spikes per bin", "input": "mA"}
+COORDINATE_UNITS = {"time": "s", "population": "label"}
+
+
 def ground_truth(populations: int) -> dict[str, np.ndarray]:
     """Ground-truth parameter set of the 2- or 4-population model (spec §5.1, §5.2)."""
     n = len(population_names(populations))

@@ -351,6 +351,22 @@ def feature_names(config: Mapping | None = None) -> tuple[str, ...]:
     return _features_mod.feature_names(resolve_config(config)["feature_order"])
 
 
+#: Units of the observation variables and coordinates (for tables and figure axes).
+OBSERVATION_UNITS = {
+    "features": "mixed (see FEATURE_UNITS)",
+    "spike_times": "ms",
+    "num_spikes": "count",
+    "num_bursts": "count",
+    "triphasic": "true/false",
+    "pyloric_like": "true/false",
+    "start_to_start_ABPD_PY": "ms",
+    "energy": "nJ/cm^2",
+    "voltage_moments": "mV^k (k-th moment)",
+    "voltage": "mV",
+}
+COORDINATE_UNITS = {"time": "ms", "spike": "index", "neuron": "label", "energy_kind": "label", "moment": "order"}
+
+
 def observation_dims(config: Mapping | None = None) -> dict[str, tuple[str, ...]]:
     """Dims of each array returned by :func:`simulate`, after the leading batch axis."""
     cfg = resolve_config(config)

@@ -51,7 +51,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import summary as _feat
-from ._legacy_rng import fill_legacy_normal
+from .._legacy_rng import fill_legacy_normal
 
 # --------------------------------------------------------------------------------------
 # constants (§2.2, §2.3)

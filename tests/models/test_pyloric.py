@@ -18,7 +18,7 @@ import scipy.signal
 import mechzoo.models.pyloric as pyl
 from mechzoo.models.pyloric import summary as F
 from mechzoo.models.pyloric import simulator as S
-from mechzoo.models.pyloric._legacy_rng import fill_legacy_normal, numpy_reference_noise, split_seed
+from mechzoo.models._legacy_rng import fill_legacy_normal, numpy_reference_noise, split_seed
 
 DT = 0.025
 REF = pyl.reference_parameter_sets()
