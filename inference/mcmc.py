@@ -33,6 +33,7 @@ NUTS_DEFAULTS: dict[str, Any] = {
     "sampler": "pymc",
     "init": "map",
     "map_restarts": 4,
+    "map_maxiter": 2000,
 }
 HMC_DEFAULTS: dict[str, Any] = {
     "draws": 1000,
@@ -43,6 +44,7 @@ HMC_DEFAULTS: dict[str, Any] = {
     "path_length": 2.0,
     "init": "map",
     "map_restarts": 4,
+    "map_maxiter": 2000,
 }
 
 
@@ -53,7 +55,7 @@ def _initial_values(problem: Problem, settings: Mapping[str, Any], seed: int) ->
         raise ValueError(f"init must be 'map' or 'prior' (got {settings['init']!r})")
     from . import map as map_route
 
-    res = map_route.run(problem, settings={"restarts": settings["map_restarts"], "keep_trajectory": False}, seed=seed, progress=False)
+    res = map_route.run(problem, settings={"restarts": settings["map_restarts"], "maxiter": settings["map_maxiter"], "keep_trajectory": False}, seed=seed, progress=False)
     init = {p.name: res["posterior"][p.name].values[0, 0] for p in problem.parameters}
     return init, {"map_log_posterior": float(res["sample_stats"]["lp"].values[0, 0]), "map_wall_time_s": res.attrs["wall_time_s"]}
 
