@@ -92,7 +92,8 @@ def simulate(
 
     Returns
     -------
-    xarray.Dataset with dims ``("simulation", *observation dims)`` and the parameters used.
+    xarray.Dataset with dims ``("simulation", *observation dims)`` and the parameters used;
+    each variable carries its ``units`` attribute where the entry or the model declares it.
     """
     e = _entry(entry)
     if not e.routes.simulator and not hasattr(e.model_module(), "simulate"):
@@ -116,6 +117,11 @@ def simulate(
         ds_coords["feature"] = prob.feature_names()
     used = {d for v in data_vars.values() for d in v[0]}
     ds = xr.Dataset(data_vars, coords={k: v for k, v in ds_coords.items() if k in used})
+    units = {**getattr(prob.model, "OBSERVATION_UNITS", {}), **getattr(prob.model, "COORDINATE_UNITS", {})}
+    units.update({p.name: p.unit for p in prob.parameters})
+    for name in ds.variables:
+        if name in units:
+            ds[name].attrs["units"] = units[name]
     ds.attrs = {"entry_id": e.id, "seed": int(seed), "data_recipe": data}
     return ds
 

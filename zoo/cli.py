@@ -103,7 +103,10 @@ def _cmd_bench(args) -> int:
 
         close = difflib.get_close_matches(args.name, BENCHMARKS, n=2)
         raise CLIError(f"unknown benchmark {args.name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" (known: {', '.join(BENCHMARKS)})")
-    figures = run_benchmark(args.name, quick=args.quick)
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # libraries print progress; keep stdout for the figures
+        figures = run_benchmark(args.name, quick=args.quick)
     if args.json:
         print(json.dumps(figures, indent=None, default=float))
     else:
