@@ -162,7 +162,7 @@ def make_result(
         "data_info_json": json.dumps(_jsonable(problem.data_info), sort_keys=True),
         "model_config_json": json.dumps(_jsonable(problem.config), sort_keys=True),
         "parameter_names_json": json.dumps(problem.flat_names()),
-        "priors_json": json.dumps({p.name: p.prior.declaration() for p in problem.parameters}, sort_keys=True),
+        "priors_json": json.dumps({p.name: p.prior.declaration() for p in problem.parameters}),  # declaration order
     }
     for k, v in (attrs or {}).items():
         if isinstance(v, (dict, list, tuple)):
