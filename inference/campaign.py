@@ -106,6 +106,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .priors import ParameterSpec
+from .cache import cache_dir
 from .problem import Problem, seeds_for
 
 __all__ = [
@@ -165,29 +166,7 @@ class InjectedFailure(RuntimeError):
 
 
 # ============================================================================ keys and paths
-def _cache_root(path: str | os.PathLike | None = None) -> Path:
-    """The zoo cache directory: ``path`` if given, else ``MECHZOO_CACHE``, else the user cache dir.
-
-    Parameters
-    ----------
-    path : path-like, optional
-        Explicit cache directory.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("MECHZOO_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("mechzoo"))
-
-
-cache_dir = _cache_root
+_cache_root = cache_dir  # the shared resolution of the zoo cache folder
 
 
 def _jsonable(obj: Any) -> Any:

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
+from .cache import cache_dir
 from .problem import Problem, seeds_for
 from .result import make_result
 
@@ -69,15 +70,9 @@ def simulate_bank(
     if workers is None and executor is None and n < 20000:
         workers = 1
     bank = run_campaign(
-        problem, n, seed=seed, stream=stream, chunk_size=chunk_size, progress=progress, executor=executor, workers=workers, cache_dir=_cache_dir()
+        problem, n, seed=seed, stream=stream, chunk_size=chunk_size, progress=progress, executor=executor, workers=workers, cache_dir=cache_dir()
     )
     return np.asarray(bank.theta), np.asarray(bank.x)
-
-
-def _cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("MECHZOO_CACHE", user_cache_dir("mechzoo")))
 
 
 _TRAINING_KEYS = ("num_simulations", "density_estimator", "training_batch_size", "learning_rate", "stop_after_epochs", "max_num_epochs")
@@ -115,7 +110,7 @@ def _train(problem: Problem, settings: Mapping[str, Any], seed: int, progress: b
     t1 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        writer = SummaryWriter(log_dir=str(_cache_dir() / "sbi-logs"))  # sbi would write into the working folder
+        writer = SummaryWriter(log_dir=str(cache_dir() / "sbi-logs"))  # sbi would write into the working folder
         inference = NPE(
             prior=problem.torch_prior(),
             density_estimator=str(settings["density_estimator"]),
@@ -167,7 +162,7 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
     if not np.all(np.isfinite(x_o)):
         raise ValueError(f"the observed features contain NaN/inf ({problem.feature_names()}); NPE needs a finite observation")
 
-    path = _cache_dir() / "npe" / f"{problem.entry_id}-{estimator_key(problem, settings, seed)}.pt"
+    path = cache_dir() / "npe" / f"{problem.entry_id}-{estimator_key(problem, settings, seed)}.pt"
     record_path = path.with_suffix(".json")
     if path.exists() and record_path.exists():
         posterior = load_posterior(path)

@@ -93,9 +93,9 @@ _MATHJAX_FILES = (
 # ---------------------------------------------------------------------------------------- cache
 def cache_dir(fast: bool = False) -> Path:
     """Folder of the gallery's stored results (``$MECHZOO_CACHE/gallery`` or ``.../gallery/fast``)."""
-    from platformdirs import user_cache_dir
+    from mechzoo.inference.cache import cache_dir as zoo_cache_dir
 
-    root = Path(os.environ.get("MECHZOO_CACHE") or user_cache_dir("mechzoo")) / "gallery"
+    root = zoo_cache_dir() / "gallery"
     return root / "fast" if fast else root
 
 

@@ -19,8 +19,6 @@ def _with(**changes):
         target = raw
         for k in keys[:-1]:
             target = target[int(k)] if isinstance(target, list) else target[k]
-            if isinstance(target, dict):
-                pass
         if value is _DELETE:
             del target[keys[-1]]
         elif isinstance(target, list):
