@@ -28,7 +28,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._vecmath import vexp, vexpm1
+
 __all__ = ["forward_expected_counts", "logp_and_gradient", "N_SCALAR_TAPE"]
+
+#: LLVM fast-math flags of the step kernels: fused multiply-add and reassociated sums let the
+#: cohort loops vectorise (the sums over cohorts change in the last bits, ~1e-15 relative);
+#: no ``nnan``/``ninf``, so non-finite values are still detected.
+_FASTMATH = {"contract", "reassoc", "nsz"}
 
 #: Cap of the escape-rate exponent (spec §3.10; same value as :mod:`.meso`).
 EXP_CAP = 300.0
@@ -41,7 +48,7 @@ _T_M, _T_V, _T_U, _T_P, _T_DP, _T_LN, _T_LND, _T_ARG = range(8)
 _N_COHORT_TAPE = 8
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _forward_step(
     k, tl, record,
     N, R, u_rest, u_th, u_r, c, Du, tau_m, Em, Eth, Phi, Es, J, kappa, D, k_ref, K, theta, theta_soft,
@@ -85,13 +92,11 @@ def _forward_step(
         th_free = u_th[al] + Phi[al] * g
         # M8
         argf = (h - th_free) / Du[al]
-        lfnd = 1.0
-        if argf > EXP_CAP:
-            argf = EXP_CAP
-            lfnd = 0.0
-        lfn = c[al] * np.exp(argf)
+        lfnd = 1.0 if argf <= EXP_CAP else 0.0
+        argf = min(argf, EXP_CAP)
+        lfn = c[al] * vexp(argf)
         lf_pre = sc[2, al]
-        P_free = -np.expm1(-0.5 * dt * (lf_pre + lfn))
+        P_free = -vexpm1(-0.5 * dt * (lf_pre + lfn))
         sc[2, al] = lfn
         # M7 (suffix sum over ages, oldest first); thr[j] is the threshold of age K_α - j
         inv_N = 1.0 / Nal
@@ -101,37 +106,38 @@ def _forward_step(
             a = Ka - j
             thr[j] = th_sum + theta[al, a - 1]
             th_sum += theta_soft[al, a - 1] * hist[al, base - a] * inv_N
-        # M9-M12, M15 (oldest to youngest)
+        # M9-M12, M15 (oldest to youngest). Branch-free so that LLVM vectorises it (selects,
+        # vexp/vexpm1 from mechzoo.models._vecmath; reductions reassociated, see _FASTMATH).
         inv_Du = 1.0 / Du[al]
         cc = c[al]
+        # Views of the live window [k, k + K_α): indices j >= 0 are provably in range, so Numba's
+        # negative-index wraparound folds away and the loops below vectorise.
+        mw = m[al, k:k + Ka]
+        vw = v[al, k:k + Ka]
+        uw = u[al, k:k + Ka]
+        lw = lam[al, k:k + Ka]
         W = 0.0
         X = 0.0
         Y = 0.0
         Z = 0.0
         for j in range(n_fire):
-            i = k + j
-            mm = m[al, i]
-            vv = v[al, i]
-            up = u[al, i]
+            mm = mw[j]
+            vv = vw[j]
+            up = uw[j]
             uu = ur + (up - ur) * em + dh
-            u[al, i] = uu
-            arg = (uu - thr[j]) * inv_Du
-            lnd = 1.0
-            if arg > EXP_CAP:
-                arg = EXP_CAP
-                lnd = 0.0
-            l_new = cc * np.exp(arg)
-            pi = half_dt * (l_new + lam[al, i])
-            if linear_switch and pi <= 0.01:
-                P = pi
-                dP = 1.0
-            else:
-                P = -np.expm1(-pi)
-                dP = 1.0 - P
-            lam[al, i] = l_new
+            uw[j] = uu
+            arg_raw = (uu - thr[j]) * inv_Du
+            lnd = 1.0 if arg_raw <= EXP_CAP else 0.0
+            arg = min(arg_raw, EXP_CAP)
+            l_new = cc * vexp(arg)
+            pi = half_dt * (l_new + lw[j])
+            lin = linear_switch and pi <= 0.01
+            P = pi if lin else -vexpm1(-pi)
+            dP = 1.0 if lin else 1.0 - P
+            lw[j] = l_new
             q = 1.0 - P
-            v[al, i] = q * q * vv + P * mm
-            m[al, i] = q * mm
+            vw[j] = q * q * vv + P * mm
+            mw[j] = q * mm
             W += P * mm
             X += mm
             Y += P * vv
@@ -146,13 +152,8 @@ def _forward_step(
                 tape_c[tl, al, _T_LND, j] = l_new * lnd
                 tape_c[tl, al, _T_ARG, j] = arg
         for j in range(n_fire, Ka):  # refractory ages: P = 0, potential clamped
-            i = k + j
-            mm = m[al, i]
-            vv = v[al, i]
-            W += 0.0 * mm
-            X += mm
-            Y += 0.0 * vv
-            Z += vv
+            X += mw[j]
+            Z += vw[j]
         # M13-M14, M16
         m_K = m[al, k]
         v_K = v[al, k]
@@ -189,12 +190,12 @@ def _forward_step(
         lam[al, inew] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _reverse_step(
     k, tl,
     N, R, u_rest, c, Du, tau_m, Em, Eth, Phi, Es, J, kappa, D, k_ref, K, dt, inputs, hist, Kh,
     tape_c, tape_s, tape_y, dl_dnbar,
-    mb, vb, ub, lb, yb, scb,
+    mb, vb, ub, lb, yb, scb, thr_b,
     g_Em, g_taum, g_Es, g_J, g_kappa, g_Eth, g_Phi, g_theta, g_theta_soft, g_c, g_Du,
 ):  # pragma: no cover - compiled
     """Adjoint of :func:`_forward_step` for step ``k`` (tape index ``tl``).
@@ -250,41 +251,48 @@ def _reverse_step(
             zb += Zb
         # Cohorts, youngest to oldest: M12, M15, M11, M10, M9, M7 reversed
         n_fire = Ka - kr
+        mbw = mb[al, k:k + Ka]  # views of the live window, see _forward_step
+        vbw = vb[al, k:k + Ka]
+        ubw = ub[al, k:k + Ka]
+        lbw = lb[al, k:k + Ka]
         for j in range(Ka - 1, n_fire - 1, -1):  # refractory ages
-            i = k + j
-            mb[al, i] += Xb
-            vb[al, i] += Zb
-        cum = 0.0  # sum of threshold adjoints of younger firing ages
+            mbw[j] += Xb
+            vbw[j] += Zb
+        # vectorisable part: cohort adjoints and reductions (youngest to oldest order is not
+        # needed here, every cohort is independent given Wb, Xb, Yb, Zb)
         acc_c = 0.0
         acc_Du = 0.0
         acc_Em = 0.0
         acc_dh = 0.0
-        for j in range(n_fire - 1, -1, -1):
-            i = k + j
-            a = Ka - j
+        for j in range(n_fire):
             mm = tape_c[tl, al, _T_M, j]
             vv = tape_c[tl, al, _T_V, j]
             P = tape_c[tl, al, _T_P, j]
             q = 1.0 - P
-            mbp = mb[al, i]
-            vbp = vb[al, i]
-            mb[al, i] = mbp * q + (vbp + Wb) * P + Xb
-            vb[al, i] = vbp * q * q + Zb + Yb * P
+            mbp = mbw[j]
+            vbp = vbw[j]
+            mbw[j] = mbp * q + (vbp + Wb) * P + Xb
+            vbw[j] = vbp * q * q + Zb + Yb * P
             Pb = -mbp * mm + vbp * (mm - 2.0 * q * vv) + Wb * mm + Yb * vv
             pib = Pb * tape_c[tl, al, _T_DP, j]
-            lnb = pib * half_dt + lb[al, i]
-            lb[al, i] = pib * half_dt
+            lnb = pib * half_dt + lbw[j]
+            lbw[j] = pib * half_dt
             acc_c += lnb * tape_c[tl, al, _T_LN, j]
             argb = lnb * tape_c[tl, al, _T_LND, j]
             acc_Du += argb * tape_c[tl, al, _T_ARG, j]
-            ub2 = ub[al, i] + argb * inv_Du
-            ub[al, i] = ub2 * em
+            ub2 = ubw[j] + argb * inv_Du
+            ubw[j] = ub2 * em
             acc_Em += ub2 * (tape_c[tl, al, _T_U, j] - ur)
             acc_dh += ub2
             thrb = -argb * inv_Du
-            g_theta[al, a - 1] += thrb
+            thr_b[j] = thrb
+        # M7 reversed: threshold suffix sum (a scan over ages, sequential)
+        cum = 0.0  # sum of threshold adjoints of younger firing ages
+        for j in range(n_fire - 1, -1, -1):
+            a = Ka - j
+            g_theta[al, a - 1] += thr_b[j]
             g_theta_soft[al, a - 1] += cum * hist[al, base - a] * inv_N
-            cum += thrb
+            cum += thr_b[j]
         n_K = hist[al, base - Ka]
         g_theta_soft[al, Ka - 1] -= cum * n_K * inv_N
         thfb = cum
@@ -463,7 +471,7 @@ def _run(
                 k, k - k0,
                 N, R, u_rest, c, Du, tau_m, Em, Eth, Phi, Es, J, kappa, D, k_ref, K, dt, inputs, hist, Kh,
                 tape_c, tape_s, tape_y, dl,
-                mb, vb, ub, lb, yb, scb,
+                mb, vb, ub, lb, yb, scb, thr,
                 g_Em, g_taum, g_Es, g_J, g_kappa, g_Eth, g_Phi, g_theta, g_theta_soft, g_c, g_Du,
             )
     return total, True
