@@ -246,6 +246,8 @@ def bank_key(
         "seed": int(seed),
         "stream": str(stream),
     }
+    if problem.pinned:  # only when some parameters are pinned, so that existing keys are unchanged
+        content["pinned"] = {k: np.asarray(v).tolist() for k, v in sorted(problem.pinned.items())}
     content = _jsonable(content)
     return hashlib.sha256(_canonical_json(content).encode()).hexdigest(), content
 
@@ -320,13 +322,15 @@ class _ProblemSpec:
     parameters: tuple[ParameterSpec, ...]
     module: str
     config: dict[str, Any]
+    pinned: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, problem: Problem, token: str) -> "_ProblemSpec":
         name = getattr(problem.model, "__name__", None)
         if not name:
             raise TypeError(f"the model of {problem.entry_id!r} is not an importable module; run the campaign with workers=1")
-        return cls(token, problem.entry_id, problem.entry_hash, tuple(problem.parameters), name, dict(problem.config))
+        return cls(token, problem.entry_id, problem.entry_hash, tuple(problem.parameters), name, dict(problem.config),
+                   {k: np.asarray(v) for k, v in problem.pinned.items()})
 
     def build(self) -> Problem:
         try:
@@ -344,6 +348,7 @@ class _ProblemSpec:
             observed={},
             data_name="campaign",
             entry_hash=self.entry_hash,
+            pinned=dict(self.pinned),
         )
 
 

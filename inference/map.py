@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "ftol": 1e-13,
     "jacobian": False,
     "keep_trajectory": True,
+    "workers": 1,
 }
 
 
@@ -135,10 +136,42 @@ def _optimise(funcs: LikelihoodFunctions, x0: np.ndarray, settings: Mapping[str,
     }
 
 
+def _parallel_restarts(problem: Problem, funcs: LikelihoodFunctions, starts: np.ndarray, settings: Mapping[str, Any],
+                       workers: int, bar) -> list[dict[str, Any]]:
+    """Restarts on ``workers`` threads, each with its own compiled functions (a compiled PyTensor
+    function is not re-entrant). Parallel only where the log-likelihood releases the GIL (the
+    mesoGIF kernels do); results do not depend on ``workers``: each restart is deterministic."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+    lock = threading.Lock()
+    pool_funcs = [funcs]
+
+    def one(i: int) -> dict[str, Any]:
+        f = getattr(local, "funcs", None)
+        if f is None:
+            with lock:
+                f = pool_funcs.pop() if pool_funcs else None
+            if f is None:
+                f = LikelihoodFunctions(problem, jacobian=bool(settings["jacobian"]))
+            local.funcs = f
+        out = _optimise(f, f.from_natural(problem.unflatten(starts[i])), settings)
+        bar.update()
+        return out
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="map-restart") as pool:
+        return list(pool.map(one, range(len(starts))))
+
+
 def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = True) -> xr.DataTree:
     """Multi-start MAP. Returns the common result (posterior = the best restart as one draw),
     with every restart in the ``map_restarts`` group (optimum, log posterior, convergence,
-    evaluation counts, initial point and the parameter trajectory in natural coordinates)."""
+    evaluation counts, initial point and the parameter trajectory in natural coordinates).
+
+    Settings (:data:`DEFAULTS`): ``restarts``, ``maxiter``, ``gtol``, ``ftol`` (L-BFGS-B),
+    ``jacobian`` (see the module docstring), ``keep_trajectory``, and ``workers``: restarts
+    run on that many threads (useful where the likelihood releases the GIL, as mesoGIF's does)."""
     from tqdm.auto import tqdm
 
     unknown = set(dict(settings or {})) - set(DEFAULTS)
@@ -150,11 +183,19 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
     n = int(settings["restarts"])
     if n < 1:
         raise ValueError(f"restarts must be >= 1 (got {n})")
+    workers = int(settings["workers"])
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1 (got {workers})")
     starts = problem.sample_prior(n, seed=seed)
-    runs = []
-    for i in tqdm(range(n), desc=f"MAP {problem.entry_id}", disable=not progress, unit="restart"):
-        x0 = funcs.from_natural(problem.unflatten(starts[i]))
-        runs.append(_optimise(funcs, x0, settings))
+    bar = tqdm(total=n, desc=f"MAP {problem.entry_id}", disable=not progress, unit="restart")
+    if workers == 1 or n == 1:
+        runs = []
+        for i in range(n):
+            runs.append(_optimise(funcs, funcs.from_natural(problem.unflatten(starts[i])), settings))
+            bar.update()
+    else:
+        runs = _parallel_restarts(problem, funcs, starts, settings, min(workers, n), bar)
+    bar.close()
     logps = np.array([r["log_posterior"] for r in runs])
     converged = np.array([r["converged"] for r in runs])
     candidates = np.where(converged, logps, -np.inf) if converged.any() else logps

@@ -89,6 +89,8 @@ def estimator_key(problem: Problem, settings: Mapping[str, Any], seed: int) -> s
         "training": {k: settings[k] for k in _TRAINING_KEYS},
         "seed": int(seed),
     }
+    if problem.pinned:  # only when some parameters are pinned, so that existing keys are unchanged
+        content["pinned"] = {k: np.asarray(v).tolist() for k, v in sorted(problem.pinned.items())}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -82,6 +82,10 @@ class Problem:
         Name of the data set (``"default"``, an observation id, or ``"user"``).
     data_info : dict
         How the data were obtained (recipe, seed, theta) — recorded in the result.
+    pinned : dict
+        Parameters of the entry held fixed (``{name: array of the parameter's shape}``), e.g. at
+        their reference values when only a subset is fitted (``mechzoo.fit(..., free=[...])``).
+        They are passed to the simulator and the likelihood with the free ones, never inferred.
     """
 
     entry_id: str
@@ -93,6 +97,7 @@ class Problem:
     data_info: dict[str, Any] = field(default_factory=dict)
     entry_hash: str = ""
     counter: CallCounter = field(default_factory=CallCounter)
+    pinned: dict[str, np.ndarray] = field(default_factory=dict)
 
     # ------------------------------------------------------------ flat vectors
     @property
@@ -155,7 +160,11 @@ class Problem:
         """Run the batched simulator on flat vectors ``theta`` (B, D)."""
         theta = np.atleast_2d(theta)
         self.counter.simulations += theta.shape[0]
-        return self.model.simulate(self.unflatten(theta), config=self.config, seeds=np.asarray(seeds, np.uint64))
+        params = self.unflatten(theta)
+        for name, value in self.pinned.items():
+            value = np.asarray(value, dtype=np.float64)
+            params[name] = np.broadcast_to(value, (theta.shape[0], *value.shape)).copy()
+        return self.model.simulate(params, config=self.config, seeds=np.asarray(seeds, np.uint64))
 
     def feature_names(self) -> list[str]:
         if hasattr(self.model, "feature_names"):
@@ -203,8 +212,12 @@ class Problem:
                 f"the likelihood of {self.entry_id!r} needs raw observations ({list(self.model.observation_dims(self.config))}), "
                 "but the data hold only a feature vector"
             )
+        import pytensor.tensor as pt
+
         with pm.Model(coords=self.coords()) as model:
             rvs = {p.name: p.prior.pymc(p.name, p.shape, p.dims or None) for p in self.parameters}
+            for name, value in self.pinned.items():
+                rvs[name] = pt.as_tensor_variable(np.asarray(value, dtype=np.float64))
             pm.Potential("loglik", self.model.loglik(rvs, raw, config=self.config))
         return model
 

@@ -163,6 +163,7 @@ def make_result(
         "model_config_json": json.dumps(_jsonable(problem.config), sort_keys=True),
         "parameter_names_json": json.dumps(problem.flat_names()),
         "priors_json": json.dumps({p.name: p.prior.declaration() for p in problem.parameters}),  # declaration order
+        "pinned_parameters_json": json.dumps(_jsonable(problem.pinned), sort_keys=True),
     }
     for k, v in (attrs or {}).items():
         if isinstance(v, (dict, list, tuple)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -187,6 +187,32 @@ def _coerce_data(e: Entry, prob_config: Mapping[str, Any], data: Any) -> dict[st
     return out
 
 
+def _split_free(e: Entry, free: Sequence[str] | None) -> tuple[list, dict[str, np.ndarray]]:
+    """Free parameter specs (declaration order) and the others pinned at their reference values."""
+    specs = e.parameter_specs()
+    if free is None:
+        return specs, {}
+    if isinstance(free, str):
+        free = [free]
+    names = [p.name for p in specs]
+    unknown = [f for f in free if f not in names]
+    if unknown:
+        raise ValueError(f"free: unknown parameter(s) {unknown} of entry {e.id!r}; its parameters: {names}")
+    if not free:
+        raise ValueError("free: give at least one parameter to infer")
+    pinned = {}
+    for p in specs:
+        if p.name in free:
+            continue
+        if p.reference is None:
+            raise ValueError(
+                f"free: parameter {p.name!r} of entry {e.id!r} has no reference value to be pinned at "
+                f"(fix: add it to free, or give the entry a 'reference' for it)"
+            )
+        pinned[p.name] = np.asarray(p.reference, dtype=np.float64).reshape(p.shape)
+    return [p for p in specs if p.name in free], pinned
+
+
 def problem(
     entry: str | Entry,
     data: Any = None,
@@ -194,11 +220,14 @@ def problem(
     recipe: str = "default",
     config: Mapping[str, Any] | None = None,
     generate: bool = True,
+    free: Sequence[str] | None = None,
 ) -> Problem:
     """Build the :class:`~mechzoo.inference.problem.Problem` routes consume.
 
     ``data=None`` regenerates the entry's ``recipe`` (default data); a string naming an entry
-    observation or data recipe uses that; anything else is taken as user data.
+    observation or data recipe uses that; anything else is taken as user data. ``free`` names
+    the parameters to infer; the others are pinned at their ``reference`` values (default:
+    all parameters are free).
     """
     e = _entry(entry)
     cfg = _merge(e.model.config, e.data[recipe].config if recipe in e.data else {})
@@ -218,9 +247,11 @@ def problem(
                 name = which
         else:
             observed = _coerce_data(e, cfg, data)
+    specs, pinned = _split_free(e, free)
     return Problem(
         entry_id=e.id,
-        parameters=e.parameter_specs(),
+        parameters=specs,
+        pinned=pinned,
         model=e.model_module(),
         config=cfg,
         observed=observed,
@@ -239,6 +270,7 @@ def fit(
     progress: bool = True,
     out: str | os.PathLike | None = None,
     config: Mapping[str, Any] | None = None,
+    free: Sequence[str] | None = None,
     **settings: Any,
 ) -> xr.DataTree:
     """Fit a zoo entry in one line.
@@ -253,6 +285,8 @@ def fit(
     progress : show progress bars.
     out : optional path; the result is saved there (netCDF or zarr) before it is returned.
     config : overrides of the model configuration (applied to the default data recipe too).
+    free : names of the parameters to infer; the others stay at their reference values (recorded
+        in the result's ``pinned_parameters_json``). Default: all.
     **settings : route settings overriding the entry's defaults (e.g. ``draws=500``).
 
     Returns
@@ -265,7 +299,7 @@ def fit(
         raise ValueError(f"unknown method {method!r}; choose one of map, nuts, hmc, npe")
     if method not in e.methods():
         raise ValueError(f"entry {e.id!r} does not support method {method!r}; its routes: {e.methods()}")
-    prob = problem(e, data, config=config)
+    prob = problem(e, data, config=config, free=free)
     run_settings = {**e.route_settings(method), **settings}
     if method == "map":
         result = _map.run(prob, settings=run_settings, seed=seed, progress=progress)

@@ -39,6 +39,7 @@ Choices (documented so that numbers can be compared):
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -449,8 +450,11 @@ def _make_ops():
     from pytensor.graph.op import Op
     import pytensor.tensor as pt
 
-    class _Cache:
-        """Last evaluation, keyed by the parameter bytes, shared by the value and gradient Ops."""
+    class _Cache(threading.local):
+        """Last evaluation, keyed by the parameter bytes, shared by the value and gradient Ops.
+
+        Thread-local: compiled functions may run the same Op from several threads (parallel
+        MAP restarts), and one thread must never read another's gradient."""
 
         def __init__(self):
             self.key = None

@@ -126,3 +126,18 @@ def test_npe_matches_exact(exact):
 
     post = load_posterior(attrs["estimator_path"])
     assert post.sample((10,), x=__import__("torch").zeros(3), show_progress_bars=False).shape == (10, 3)
+
+
+def test_map_with_pinned_parameters_hits_conditional_mode(exact):
+    """``free=["slopes"]`` pins the intercept at its reference; the MAP is then the mode of the
+    Gaussian conditional p(slopes | intercept = reference, y) = μ_s + Σ_si Σ_ii⁻¹ (ref − μ_i)."""
+    mean, cov, _ = exact
+    ref = 0.7  # the entry's reference intercept
+    cond = mean[1:] + cov[1:, 0] / cov[0, 0] * (ref - mean[0])
+    res = mechzoo.fit(ENTRY, method="map", seed=3, progress=False, free=["slopes"], restarts=2)
+    draws, names = posterior_draws_flat(res)
+    assert names == ["slopes[x1]", "slopes[x2]"]
+    np.testing.assert_allclose(draws[0], cond, atol=1e-3)
+    assert result_attrs(res)["pinned_parameters"] == {"intercept": 0.7}
+    with pytest.raises(ValueError, match="unknown parameter"):
+        mechzoo.fit(ENTRY, method="map", free=["nope"])
