@@ -141,3 +141,21 @@ def test_map_with_pinned_parameters_hits_conditional_mode(exact):
     assert result_attrs(res)["pinned_parameters"] == {"intercept": 0.7}
     with pytest.raises(ValueError, match="unknown parameter"):
         mechzoo.fit(ENTRY, method="map", free=["nope"])
+
+
+def test_nuts_checkpoint_keeps_every_draw(tmp_path):
+    """``checkpoint_dir`` writes each chain's draws while sampling; what is on disk equals the
+    result's warm-up and posterior draws (so an interrupted run would keep them)."""
+    from mechzoo.inference.mcmc import load_checkpoint
+
+    res = mechzoo.fit(ENTRY, method="nuts", seed=2, progress=False, draws=30, tune=20, chains=2,
+                      checkpoint_dir=str(tmp_path), checkpoint_every=7)
+    ck = load_checkpoint(tmp_path)
+    assert ck.attrs["n_draws_per_chain"] == [50, 50]
+    assert ck["parameter"].values.tolist() == ["intercept", "slopes[x1]", "slopes[x2]"]
+    post = ck["theta"].where(~ck["tuning"]).dropna("draw", how="all").values
+    draws = np.concatenate([res["posterior"]["intercept"].values[..., None], res["posterior"]["slopes"].values], axis=-1)
+    np.testing.assert_allclose(post, draws, rtol=1e-12)
+    assert int(ck["tuning"].sum()) == 40
+    np.testing.assert_array_equal(ck["diverging"].where(~ck["tuning"]).dropna("draw", how="all").values.astype(bool),
+                                  res["sample_stats"]["diverging"].values)
