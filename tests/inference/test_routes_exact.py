@@ -159,3 +159,17 @@ def test_nuts_checkpoint_keeps_every_draw(tmp_path):
     assert int(ck["tuning"].sum()) == 40
     np.testing.assert_array_equal(ck["diverging"].where(~ck["tuning"]).dropna("draw", how="all").values.astype(bool),
                                   res["sample_stats"]["diverging"].values)
+
+
+def test_nuts_hessian_metric_matches_exact(exact):
+    """``mass_matrix="hessian"`` (dense metric from the inverse Hessian at the MAP): on a Gaussian
+    posterior the metric is exact, so trajectories are short and the draws still match."""
+    mean, _, sd = exact
+    res = mechzoo.fit(ENTRY, method="nuts", seed=4, progress=False, draws=600, tune=200, chains=2, mass_matrix="hessian")
+    draws, _ = posterior_draws_flat(res)
+    assert np.all(np.abs(draws.mean(0) - mean) / sd < 0.15)
+    assert np.all(np.abs(draws.std(0, ddof=1) / sd - 1) < 0.12)
+    assert float(res["sample_stats"]["tree_depth"].mean()) <= 2.5
+    assert int(res["sample_stats"]["diverging"].sum()) == 0
+    with pytest.raises(ValueError, match="mass_matrix"):
+        mechzoo.fit(ENTRY, method="nuts", progress=False, mass_matrix="dense")
