@@ -71,13 +71,19 @@ _EXCITATORY_ONLY = ("J_theta", "tau_theta")
 # Derivatives of the derived constants (spec §3.2)
 # --------------------------------------------------------------------------------------------
 def _decay_derivatives(tau: np.ndarray, dt: float) -> tuple[np.ndarray, ...]:
-    """``E(τ) = exp(-dt/τ)`` and its first four derivatives with respect to ``τ``."""
-    E = np.exp(-dt / tau)
+    """``E(τ) = exp(-dt/τ)`` and its first four derivatives with respect to ``τ``.
+
+    For ``τ`` so small that ``E`` underflows to 0 (extreme prior draws), every derivative is 0
+    too (their limit), instead of ``0 · inf``."""
     s = dt
-    d1 = E * s / tau**2
-    d2 = E * s * (s - 2.0 * tau) / tau**4
-    d3 = E * s * (s**2 - 6.0 * s * tau + 6.0 * tau**2) / tau**6
-    d4 = E * s * (s**3 - 12.0 * s**2 * tau + 36.0 * s * tau**2 - 24.0 * tau**3) / tau**8
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        E = np.exp(-dt / tau)
+        d1 = E * s / tau**2
+        d2 = E * s * (s - 2.0 * tau) / tau**4
+        d3 = E * s * (s**2 - 6.0 * s * tau + 6.0 * tau**2) / tau**6
+        d4 = E * s * (s**3 - 12.0 * s**2 * tau + 36.0 * s * tau**2 - 24.0 * tau**3) / tau**8
+    vanished = E == 0.0
+    d1, d2, d3, d4 = (np.where(vanished, 0.0, d) for d in (d1, d2, d3, d4))
     return E, d1, d2, d3, d4
 
 
