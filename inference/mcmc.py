@@ -43,6 +43,7 @@ NUTS_DEFAULTS: dict[str, Any] = {
     "map_restarts": 4,
     "map_maxiter": 2000,
     "map_workers": 1,
+    "map_init_bounds": None,
     "checkpoint_dir": None,
     "checkpoint_every": 25,
     "mass_matrix": "diag",
@@ -58,6 +59,7 @@ HMC_DEFAULTS: dict[str, Any] = {
     "map_restarts": 4,
     "map_maxiter": 2000,
     "map_workers": 1,
+    "map_init_bounds": None,
     "checkpoint_dir": None,
     "checkpoint_every": 25,
 }
@@ -83,7 +85,8 @@ def _initial_values(problem: Problem, settings: Mapping[str, Any], seed: int) ->
     from . import map as map_route
 
     res = map_route.run(problem, settings={"restarts": settings["map_restarts"], "maxiter": settings["map_maxiter"],
-                                           "workers": settings["map_workers"], "keep_trajectory": False}, seed=seed, progress=False)
+                                           "workers": settings["map_workers"], "init_bounds": settings["map_init_bounds"],
+                                           "keep_trajectory": False}, seed=seed, progress=False)
     init = {p.name: res["posterior"][p.name].values[0, 0] for p in problem.parameters}
     return init, {"map_log_posterior": float(res["sample_stats"]["lp"].values[0, 0]), "map_wall_time_s": res.attrs["wall_time_s"]}
 

@@ -173,3 +173,11 @@ def test_nuts_hessian_metric_matches_exact(exact):
     assert int(res["sample_stats"]["diverging"].sum()) == 0
     with pytest.raises(ValueError, match="mass_matrix"):
         mechzoo.fit(ENTRY, method="nuts", progress=False, mass_matrix="dense")
+
+
+def test_map_init_bounds_restrict_starting_points():
+    res = mechzoo.fit(ENTRY, method="map", seed=3, progress=False, restarts=3, init_bounds={"slopes": [0.0, 0.5]})
+    initial = res["map_restarts"]["initial"].values
+    assert np.all((initial[:, 1:] >= 0.0) & (initial[:, 1:] <= 0.5))
+    with pytest.raises(ValueError, match="init_bounds"):
+        mechzoo.fit(ENTRY, method="map", progress=False, init_bounds={"slopes": [1.0, 0.0]})
