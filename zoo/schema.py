@@ -80,6 +80,16 @@ class RoutesDecl(_Strict):
     hmc: dict[str, Any] = {}
     npe: dict[str, Any] = {}
 
+    @field_validator("npe")
+    @classmethod
+    def _npe_invalid_rule(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """How invalid (non-finite) features are handled is declared per entry: ``invalid`` =
+        ``"exclude"`` or ``"replace"`` with ``invalid_values`` (mechzoo.inference.npe)."""
+        from mechzoo.inference.npe import check_invalid_declaration
+
+        check_invalid_declaration(v.get("invalid", "exclude"), v.get("invalid_values"))
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> "RoutesDecl":
         if not (self.likelihood or self.simulator):
