@@ -1,6 +1,7 @@
 """NUTS and HMC routes through PyMC (DESIGN.md §4).
 
-Chains start at the MAP (a short multi-start :mod:`mechzoo.inference.map` run), because NUTS
+Chains start at the MAP (a short multi-start :mod:`mechzoo.inference.map` run of the density
+NUTS samples, i.e. of the unconstrained coordinates with the Jacobian), because NUTS
 started from jittered points can fail on narrow posteriors (seen in this project). The sampler
 is PyMC's own NUTS by default (it honours the initial values); ``sampler = "nutpie"`` uses
 nutpie where it is installed. Warm-up draws are kept (``warmup_posterior``,
@@ -86,7 +87,7 @@ def _initial_values(problem: Problem, settings: Mapping[str, Any], seed: int) ->
 
     res = map_route.run(problem, settings={"restarts": settings["map_restarts"], "maxiter": settings["map_maxiter"],
                                            "workers": settings["map_workers"], "init_bounds": settings["map_init_bounds"],
-                                           "keep_trajectory": False}, seed=seed, progress=False)
+                                           "jacobian": True, "keep_trajectory": False}, seed=seed, progress=False)
     init = {p.name: res["posterior"][p.name].values[0, 0] for p in problem.parameters}
     return init, {"map_log_posterior": float(res["sample_stats"]["lp"].values[0, 0]), "map_wall_time_s": res.attrs["wall_time_s"]}
 
