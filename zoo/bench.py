@@ -89,23 +89,22 @@ def bench_hh(quick: bool = False) -> dict[str, Any]:
 
 
 def bench_mesogif_sim(quick: bool = False) -> dict[str, Any]:
-    """mesoGIF simulated seconds per wall second, single and batched (baseline: batch of 1).
-
-    NEST ``gif_pop_psc_exp`` is measured in the same run where ``nest-simulator`` is installed.
-    """
+    """mesoGIF simulated seconds per wall second, single and batched (baseline: batch of 1), and
+    per core next to NEST ``gif_pop_psc_exp`` on the same configuration (same K, same input),
+    measured in the same run where ``nest-simulator`` is installed."""
     from mechzoo.models.mesogif.benchmark import benchmark_throughput
 
-    res = benchmark_throughput(batch_sizes=(1, 8) if quick else (1, 64), duration_s=1.0 if quick else 2.0, repeats=1 if quick else 3)
-    out: dict[str, Any] = {**_machine(), **{k: v for k, v in res.items()}}
+    kwargs = dict(batch_sizes=(1, 8) if quick else (1, 64), duration_s=1.0 if quick else 2.0, repeats=1 if quick else 3)
     try:
         from mechzoo.models.mesogif import nest_reference
 
-        if nest_reference.nest_available():
-            out["nest"] = nest_reference.nest_throughput(duration_s=1.0 if quick else 5.0)
-        else:
-            out["nest"] = "nest-simulator not installed"
-    except ImportError as exc:
-        out["nest"] = f"unavailable: {exc}"
+        has_nest = nest_reference.nest_available()
+    except ImportError:
+        has_nest = False
+    res = benchmark_throughput(**kwargs, nest=has_nest)
+    out: dict[str, Any] = {**_machine(), **res}
+    if not has_nest:
+        out["nest"] = "nest-simulator not installed"
     return out
 
 

@@ -4,20 +4,42 @@ Implements the canonical algorithm M1–M17 of ``specs/mesogif.md`` §3.4 (Schwa
 Gerstner 2017, as in NEST ``gif_pop_psc_exp``) and Variant R of §3.13 (the authors' code of
 René, Longtin & Macke 2020), in float64 and compiled with Numba.
 
-**One step, written once.** The Numba kernel :func:`_advance` performs steps M1–M17 for all
-populations; the only difference between simulation and likelihood mode is the emission (M15'):
-either ``n ~ Binomial(N, clip(n̄/N, 0, 1))`` (:func:`simulate`) or the observed count is fed
-back (*teacher forcing*, :func:`expected_counts`, spec §4.3). Both return the expected counts
-``n̄`` computed by the same code, which a likelihood (spec §4.1) is built on.
+**One step, written once.** The Numba kernel :func:`_simulate_kernel` performs steps M1–M17
+for all populations; the only difference between simulation and likelihood mode is the emission
+(M15'): either ``n ~ Binomial(N, clip(n̄/N, 0, 1))`` (:func:`simulate`) or the observed count
+is fed back (*teacher forcing*, :func:`expected_counts`, spec §4.3). Both return the expected
+counts ``n̄`` computed by the same code, which a likelihood (spec §4.1) is built on.
 
 Implementation notes (see ``notes/mesogif-likelihood-speed.md``):
 
-* State is indexed by **birth time**: the cohort born in bin ``b`` lives in ring slot
-  ``b mod K_α`` of its population, the spike-count history ``H`` in slot ``b mod K_h``. The
-  age shift M17 is then an index change (the new cohort overwrites the slot of the age-``K``
-  cohort, which has just joined the free pool in M16).
+* **Layout.** Cohort state (``m``, ``v``, ``u``, ``λ``) and the count history ``H`` are indexed
+  by **birth time** in linear buffers of ``K_h + C`` columns per population (``K_h`` history
+  bins, ``C = max(K_h, 256)`` steps per chunk): the cohort born in bin ``b`` lives in column
+  ``b - k0 + K_h`` (``k0``: first bin of the current chunk). At step ``k`` the live cohorts of
+  population α are the *contiguous* window of its last ``K_α`` columns (index ``j`` = age
+  ``K_α - j``, oldest first); M17 writes the new cohort just after it, so the age shift is an
+  index change. Every ``C`` steps the last ``K_h`` columns are copied to the front (one copy
+  per element every ``C`` steps). The threshold tables are stored in the same window order,
+  divided by ``Δu`` and pre-reversed per population.
+* **Vectorised cohort loops.** The loops run over window *views* indexed from ``range`` (Numba's
+  negative-index wraparound folds away), are branch-free (selects; ``vexp``/``vexpm1`` of
+  :mod:`mechzoo.models._vecmath`, since Numba's ``np.exp`` is a scalar libm call here) and use
+  ``fastmath={"contract", "reassoc", "nsz"}`` so that the sums over cohorts vectorise (no
+  ``nnan``/``ninf``: non-finite ``n̄`` is still detected). The cohort update is split into two
+  loops with one exponential each (together the constants of both polynomials spill the
+  vector registers). Hazards are stored as ``dt/2 λ``: ``log(c dt/2)`` is folded into the
+  threshold, so ``pi`` is one addition. The threshold suffix sum of M7 (a scan, bound by the
+  latency of the additions) runs as four independent chains over the window's quarters, and
+  is skipped for populations without adaptation (``θ ≡ 0``).
+* **Measured** (2-pop ground truth, sine input, ``K = 1000``, one thread, this repository's
+  2-core AVX-512 development machine under load, old and new simulator interleaved in one run):
+  ≈ 6.8× the previous ring-buffer kernel (single simulation 45.6 → 311 simulated s per wall
+  s; batch of 64: 45 → 325), against ≈ 29–45 for NEST ``gif_pop_psc_exp`` with
+  ``len_kernel = 1000`` on the same machine. ``K = "auto-per-population"`` (693 / 50): 79 → 541.
+  Counts for a seed were identical to the previous kernel in every run compared; ``n̄`` agreed
+  to ≤ 4e-14 relative (``vexp`` vs libm ``exp``, reassociated sums, folded constants).
 * ``K`` may differ per population (spec §3.6 rule gives 693 for E, 50 for I); arrays are
-  padded to ``max K``, population α uses its first ``K_α`` slots.
+  padded to ``max K``, population α uses its own ``K_α`` columns.
 * Time steps are sequential; independent simulations (batch axis) run in parallel threads
   (the kernel releases the GIL). Each simulation has its own ``numpy.random.Generator``
   seeded by its own seed, so results do not depend on how a batch is chunked or threaded.
@@ -45,6 +67,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
+from .._vecmath import vexp, vexpm1
 from .parameters import PARAMETER_KEYS, check_parameters, delay_bins
 
 __all__ = [
@@ -381,23 +404,8 @@ def initial_state(
     raise ValueError(f"init must be one of {_INITS}, got {init!r}")
 
 
-def _to_rings(state: dict[str, np.ndarray], K: np.ndarray) -> dict[str, np.ndarray]:
-    """Convert age-ordered arrays to birth-time rings at global step ``k = 0``.
-
-    Age ``a`` (born in bin ``-a``) goes to slot ``(-a) mod K_α`` (cohorts) and ``(-a) mod K_h``
-    (history).
-    """
-    out = {k: np.ascontiguousarray(v.copy()) for k, v in state.items()}
-    Kh = state["H"].shape[2]
-    ages_h = np.arange(1, Kh + 1)
-    out["H"] = np.zeros_like(state["H"])
-    out["H"][:, :, (-ages_h) % Kh] = state["H"]
-    for key in ("m", "v", "u", "lam"):
-        ring = state[key].copy()
-        for alpha, Ka in enumerate(K):
-            ages = np.arange(1, Ka + 1)
-            ring[:, alpha, (-ages) % Ka] = state[key][:, alpha, :Ka]
-        out[key] = np.ascontiguousarray(ring)
+def _pack_scalars(state: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-population scalar state ``(h, g, lam_free, x, z, v_out)`` as a (B, 6, M) array."""
     scal = np.empty((state["h"].shape[0], _N_POP_STATE, state["h"].shape[1]))
     scal[:, _H] = state["h"]
     scal[:, _G] = state["g"]
@@ -405,55 +413,147 @@ def _to_rings(state: dict[str, np.ndarray], K: np.ndarray) -> dict[str, np.ndarr
     scal[:, _X] = state["x"]
     scal[:, _Z] = state["z"]
     scal[:, _VOUT] = state["v_out"]
-    out["scalars"] = scal
-    return out
+    return scal
 
 
-def _from_rings(rings: dict[str, np.ndarray], b: int, K: np.ndarray, k_next: int) -> dict[str, np.ndarray]:
-    """Age-ordered copy of simulation ``b``'s state before global step ``k_next`` (inverse of :func:`_to_rings`)."""
-    H = rings["H"][b]
-    Kh = H.shape[1]
-    ages_h = np.arange(1, Kh + 1)
-    out = {"H": H[:, (k_next - ages_h) % Kh].copy()}
-    for key in ("m", "v", "u", "lam"):
-        ring = rings[key][b]
-        arr = np.full(ring.shape, np.nan)
-        for alpha, Ka in enumerate(K):
-            ages = np.arange(1, Ka + 1)
-            arr[alpha, :Ka] = ring[alpha, (k_next - ages) % Ka]
-        out[key] = arr
-    out["y"] = rings["y"][b].copy()
-    scal = rings["scalars"][b]
-    for name, row in (("h", _H), ("g", _G), ("lam_free", _LF), ("x", _X), ("z", _Z), ("v_out", _VOUT)):
-        out[name] = scal[row].copy()
-    return out
+def _window_tables(consts: dict[str, np.ndarray], K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Threshold tables of the simulation kernel in window order, in units of ``Δu``.
+
+    Index ``j`` is age ``K_α - j``. Returns ``theta_w`` (B, M, K_max): ``θ_{K_α - j} / Δu_α``;
+    ``soft_w`` (B, M, K_max): ``θ̃_{K_α - j} / (N_α Δu_α)``; ``adapt`` (B, M) bool: whether
+    population α has a nonzero kernel (without one, the suffix sum of M7 is identically zero
+    and is skipped).
+    """
+    theta, soft = consts["theta"], consts["theta_soft"]
+    N = consts["pop"][:, _N]
+    Du = consts["pop"][:, _DU]
+    theta_w = np.zeros_like(theta)
+    soft_w = np.zeros_like(soft)
+    for al, Ka in enumerate(np.asarray(K, dtype=np.int64)):
+        theta_w[:, al, :Ka] = theta[:, al, Ka - 1 :: -1] / Du[:, al, None]
+        soft_w[:, al, :Ka] = soft[:, al, Ka - 1 :: -1] / (N[:, al, None] * Du[:, al, None])
+    # only the firing ages j < K_α - k_ref enter the suffix sum (Variant R puts a finite
+    # "infinite" threshold on the refractory ages, which must not count as adaptation)
+    n_fire = np.asarray(K, dtype=np.int64)[None, :] - consts["k_ref"]
+    firing = np.arange(theta.shape[2])[None, None, :] < n_fire[:, :, None]
+    adapt = np.any((soft_w != 0.0) & firing, axis=2)
+    return np.ascontiguousarray(theta_w), np.ascontiguousarray(soft_w), np.ascontiguousarray(adapt)
 
 
 # --------------------------------------------------------------------------------------------
 # The step (M1–M17), compiled
 # --------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
-def _advance(
-    pop, Es, J, kappa, D, k_ref, k_int, K, theta, theta_soft, dt, variant_r, linear_switch,
-    H, m, v, u, lam, y, scal, k_start,
+#: LLVM fast-math flags of the cohort loops: fused multiply-add and reassociated sums let them
+#: vectorise (sums over cohorts change in the last bits); no ``nnan``/``ninf``, so non-finite
+#: values are still detected.
+_FASTMATH = {"contract", "reassoc", "nsz"}
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _window_thresholds(thr, th0, theta_w, soft_w, hw, n, x):  # pragma: no cover - compiled
+    """M7 in window order: ``thr[j] = th0 + theta_w[j] + Σ_{i<j} soft_w[i] hw[i]`` for ``j < n``.
+
+    The exclusive prefix sum is a chain of dependent additions. The products go to the scratch
+    ``x`` first (vectorised); the sum is then cut into four contiguous quarters whose start
+    values come from vectorised partial sums, so that four independent chains of additions run
+    side by side (measured: 0.37 ns per age instead of 1.5 ns for one chain).
+    """
+    for j in range(n):
+        x[j] = soft_w[j] * hw[j]
+    q = n // 4
+    x1 = x[q:]
+    x2 = x[2 * q:]
+    x3 = x[3 * q:]
+    t0 = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    for i in range(q):
+        t0 += x[i]
+    for i in range(q):
+        t1 += x1[i]
+    for i in range(q):
+        t2 += x2[i]
+    c0 = th0
+    c1 = c0 + t0
+    c2 = c1 + t1
+    c3 = c2 + t2
+    a1 = theta_w[q:]
+    a2 = theta_w[2 * q:]
+    a3 = theta_w[3 * q:]
+    r1 = thr[q:]
+    r2 = thr[2 * q:]
+    r3 = thr[3 * q:]
+    for i in range(q):
+        thr[i] = c0 + theta_w[i]
+        c0 += x[i]
+        r1[i] = c1 + a1[i]
+        c1 += x1[i]
+        r2[i] = c2 + a2[i]
+        c2 += x2[i]
+        r3[i] = c3 + a3[i]
+        c3 += x3[i]
+    for i in range(q, n - 3 * q):  # remainder (fewer than 4 ages), continuing the last chain
+        r3[i] = c3 + a3[i]
+        c3 += x3[i]
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _simulate_kernel(
+    pop, Es, J, kappa, D, k_ref, k_int, K, theta_w, soft_w, adapt, dt, variant_r, linear_switch,
+    H0, m0, v0, u0, lam0, y, scal,
     inputs, observed, teacher_forced, rng,
     out_counts, out_nbar,
 ):  # pragma: no cover - compiled
-    """Advance one simulation by ``inputs.shape[0]`` steps of spec §3.4 (or Variant R, §3.13).
+    """Run one simulation for ``inputs.shape[0]`` steps of spec §3.4 (or Variant R, §3.13).
 
-    State arrays are updated in place (birth-time rings, see module docstring). With
-    ``teacher_forced`` the observed count is used as ``n^(k)``; otherwise it is drawn from
+    The state enters and leaves in age order (``H0``, ``m0``, ``v0``, ``u0``, ``lam0``: index
+    ``a - 1`` holds age ``a``; ``y``, ``scal`` as in :func:`_pack_scalars`) and is overwritten
+    with the state after the last step. Internally every cohort quantity and the count history
+    live in linear birth-time buffers (see the module docstring). With ``teacher_forced`` the
+    observed count is used as ``n^(k)``; otherwise it is drawn from
     ``Binomial(N, clip(n̄/N, 0, 1))`` with ``rng``. Writes ``n`` and ``n̄`` of every step to
-    ``out_counts`` and ``out_nbar``. Returns ``-1`` on success, else the first step whose
-    ``n̄`` was not finite.
+    ``out_counts`` and ``out_nbar``. Returns ``-1`` on success, else the first step whose ``n̄``
+    was not finite.
     """
     T = inputs.shape[0]
     M = pop.shape[1]
-    Kh = H.shape[1]
-    n_new = np.zeros(M)
-    thr = np.empty(m.shape[1])  # scratch: cohort thresholds by slot (mV)
+    Kh = H0.shape[1]
+    Kmax = m0.shape[1]
+    half_dt = 0.5 * dt
+    chunk = max(Kh, 256)
+    if chunk > T:
+        chunk = T
+    L = Kh + chunk
+    # birth-time buffers: the cohort born in bin b lives at column b - k0 + Kh, k0 = first
+    # bin of the current chunk; every `chunk` steps the last Kh columns move to the front.
+    Hb = np.zeros((M, L))
+    mb = np.zeros((M, L))
+    vb = np.zeros((M, L))
+    ub = np.zeros((M, L))
+    lb = np.zeros((M, L))
+    for al in range(M):
+        for a in range(1, Kh + 1):
+            Hb[al, Kh - a] = H0[al, a - 1]
+        for a in range(1, K[al] + 1):
+            mb[al, Kh - a] = m0[al, a - 1]
+            vb[al, Kh - a] = v0[al, a - 1]
+            ub[al, Kh - a] = u0[al, a - 1]
+            lb[al, Kh - a] = half_dt * lam0[al, a - 1]
+    thr = np.empty(Kmax)
+    vs = np.empty(Kmax + 1)  # scratch: products of M7; Variant R: pre-decay variance of the next-older cohort
+    base = Kh  # column of the cohort born in the current bin
+    inv_Dus = 1.0 / pop[6]
+    log_chds = np.log(pop[5] * half_dt)
     for t in range(T):
-        k = k_start + t
+        if base == L:
+            for al in range(M):
+                for i in range(Kh):
+                    Hb[al, i] = Hb[al, L - Kh + i]
+                    mb[al, i] = mb[al, L - Kh + i]
+                    vb[al, i] = vb[al, L - Kh + i]
+                    ub[al, i] = ub[al, L - Kh + i]
+                    lb[al, i] = lb[al, L - Kh + i]
+            base = Kh
         for al in range(M):
             N = pop[0, al]
             R = pop[1, al]
@@ -472,7 +572,7 @@ def _advance(
             # M1-M3: delayed activity, potential increment, synaptic filter
             dh = (1.0 - Em) * R * inputs[t, al]
             for be in range(M):
-                A_hat = H[be, (k - D[al, be]) % Kh] / (pop[0, be] * dt)
+                A_hat = Hb[be, base - D[al, be]] / (pop[0, be] * dt)
                 yy = y[al, be]
                 if variant_r:  # R4: filter first, then use the updated y
                     yy = A_hat + (yy - A_hat) * Es[be]
@@ -485,7 +585,8 @@ def _advance(
             h = u_rest + (scal[0, al] - u_rest) * Em + dh
             scal[0, al] = h
             # M5-M6: adaptation trace of activity leaving the window, free threshold
-            n_K = H[al, (k - Ka) % Kh]
+            start = base - Ka  # column of the age-K cohort: window [start, base)
+            n_K = Hb[al, start]
             g = Eth * scal[1, al] + (1.0 - Eth) * n_K / (N * dt)
             scal[1, al] = g
             th_free = u_th + Phi * g
@@ -493,77 +594,95 @@ def _advance(
             arg = (h - th_free) / Du
             if arg > _EXP_CAP:
                 arg = _EXP_CAP
-            lf_new = c * np.exp(arg)
-            P_free = -np.expm1(-0.5 * dt * (scal[2, al] + lf_new))
+            lf_new = c * np.exp(arg)  # scalar: libm is faster here than vexp
+            P_free = -np.expm1(-half_dt * (scal[2, al] + lf_new))
             scal[2, al] = lf_new
-            # M7 (pass 1): thresholds of the firing ages, written by cohort slot into the scratch
-            # array; the suffix sum over older ages runs from the oldest age K downwards.
-            inv_N = 1.0 / N
+            # Window views [start, start + K_α): index j holds age K_α - j. Indices j >= 0 from
+            # range() are provably in bounds, so Numba's wraparound folds away and the loops
+            # below vectorise.
+            hw = Hb[al, start:base]
+            mw = mb[al, start:base]
+            vw = vb[al, start:base]
+            uw = ub[al, start:base]
+            lw = lb[al, start:base]
+            tw = theta_w[al]
+            sw = soft_w[al]
+            n_fire = Ka - kr
+            n_int = Ka - ki
+            # M7: thresholds of the firing ages (suffix sum over older ages, oldest first), in
+            # units of Δu and shifted by log(c dt/2), so that M10 gives dt/2 λ directly
+            inv_Du = inv_Dus[al]
+            log_chd = log_chds[al]
             if variant_r:
-                th_sum = th_free  # R5: no subtraction of the age-K term
+                th0 = th_free * inv_Du - log_chd  # R5: no subtraction of the age-K term
             else:
-                th_sum = th_free - theta_soft[al, Ka - 1] * n_K * inv_N
-            s = k % Ka  # cohort slot of age a = K (born in bin k - K)
-            sh = (k - Ka) % Kh  # history slot of age a = K
-            for a in range(Ka, kr, -1):
-                thr[s] = th_sum + theta[al, a - 1]
-                th_sum += theta_soft[al, a - 1] * H[al, sh] * inv_N
-                s += 1
-                if s == Ka:
-                    s = 0
-                sh += 1
-                if sh == Kh:
-                    sh = 0
-            # M9-M12, M15 (pass 2): potentials, hazards, probabilities, sums, survival update,
-            # from the oldest (K) to the youngest (1) age.
-            inv_Du = 1.0 / Du
-            half_dt = 0.5 * dt
+                th0 = th_free * inv_Du - sw[0] * n_K - log_chd
+            if adapt[al]:
+                _window_thresholds(thr, th0, tw, sw, hw, n_fire, vs)
+            else:
+                for j in range(n_fire):
+                    thr[j] = th0 + tw[j]
+            # M9-M12, M15: potentials, hazards, probabilities, sums, survival update. Branch-free
+            # (selects, vexp/vexpm1), reductions reassociated (see _FASTMATH). Two loops, one
+            # exponential each: fused, the constants of both polynomials exceed the vector
+            # registers (measured 25 % slower).
+            # Cohort hazards are stored as dt/2 λ: pi = dt/2 (λ_new + λ_old) is one addition, and
+            # dt/2 λ = exp((u - θ)/Δu + log(c dt/2)), with the cap of the exponent shifted alike.
+            u_drive = u_rest * (1.0 - Em) + dh  # M9: u <- u_rest + (u - u_rest) E_m + dh
+            cap = _EXP_CAP + log_chd
+            pis = thr  # M10-M11 write pi over the threshold they have just read
+            for j in range(n_fire):
+                uu = uw[j] * Em + u_drive
+                uw[j] = uu
+                ar = uu * inv_Du - thr[j]
+                ln = vexp(cap if ar > cap else ar)  # cap; NaN passes
+                pis[j] = ln + lw[j]
+                lw[j] = ln
+            for j in range(n_fire, n_int):  # integrated, refractory (canonical: none, k_int = k_ref)
+                uw[j] = uw[j] * Em + u_drive
             W = 0.0
             X = 0.0
             Y = 0.0
             Z = 0.0
-            v_older = scal[5, al]  # R8: pre-decay variance of the next-older cohort
-            s = k % Ka
-            for a in range(Ka, 0, -1):
-                mm = m[al, s]
-                vv = v[al, s]
-                P = 0.0
-                if a > ki:  # M9: integrate the cohort potential
-                    uu = u_rest + (u[al, s] - u_rest) * Em + dh
-                    u[al, s] = uu
-                    if a > kr:  # M10, M11: hazard and firing probability
-                        arg = (uu - thr[s]) * inv_Du
-                        if arg > _EXP_CAP:
-                            arg = _EXP_CAP
-                        l_new = c * np.exp(arg)
-                        pi = half_dt * (l_new + lam[al, s])
-                        if linear_switch and pi <= 0.01:
-                            P = pi
-                        else:
-                            P = -np.expm1(-pi)
-                        lam[al, s] = l_new
-                # M15: survival update (variance first, with the pre-decay m)
-                q = 1.0 - P
-                m_dec = q * mm
-                v[al, s] = q * q * vv + P * mm
-                m[al, s] = m_dec
-                if variant_r:  # R6, R8
-                    W += P * m_dec
+            if variant_r:
+                vs[0] = scal[5, al]  # R8: v of the cohort that left the window last step
+                vs1 = vs[1:]
+                for j in range(Ka - 1):
+                    vs1[j] = vw[j]
+                for j in range(n_fire):
+                    mm = mw[j]
+                    vv = vw[j]
+                    pi = pis[j]
+                    P = pi if (linear_switch and pi <= 0.01) else -vexpm1(-pi)
+                    q = 1.0 - P
+                    m_dec = q * mm
+                    vw[j] = q * q * vv + P * mm
+                    mw[j] = m_dec
+                    W += P * m_dec  # R6, R8
                     X += m_dec
-                    Y += P * v_older
-                    Z += v_older
-                    v_older = vv
-                else:  # M12 with pre-decay m, v
-                    W += P * mm
+                    Y += P * vs[j]
+                for j in range(n_fire, Ka):
+                    X += mw[j]
+                for j in range(Ka):
+                    Z += vs[j]
+            else:
+                for j in range(n_fire):
+                    mm = mw[j]
+                    vv = vw[j]
+                    pi = pis[j]
+                    P = pi if (linear_switch and pi <= 0.01) else -vexpm1(-pi)
+                    q = 1.0 - P
+                    vw[j] = q * q * vv + P * mm
+                    mw[j] = q * mm
+                    W += P * mm  # M12 with pre-decay m, v
                     X += mm
                     Y += P * vv
                     Z += vv
-                s += 1
-                if s == Ka:
-                    s = 0
-            s_old = k % Ka  # slot of the age-K cohort, recycled for the new cohort
-            m_K = m[al, s_old]
-            v_K = v[al, s_old]
+                for j in range(n_fire, Ka):
+                    X += mw[j]
+                    Z += vw[j]
+            m_K = mw[0]  # the age-K cohort (after its update) joins the free pool
+            v_K = vw[0]
             x = scal[3, al]
             z = scal[4, al]
             # M13-M14 (and R7, R9, R10), M16
@@ -594,14 +713,23 @@ def _advance(
                     p = 1.0
                 n = float(rng.binomial(np.int64(N + 0.5), p))
             out_counts[t, al] = n
-            n_new[al] = n
-            # M17: new cohort in the recycled slot
-            m[al, s_old] = n
-            v[al, s_old] = 0.0
-            u[al, s_old] = u_r
-            lam[al, s_old] = 0.0
-        for al in range(M):
-            H[al, k % Kh] = n_new[al]
+            # M17: the cohort born in bin k (column `base`; outside every window read this
+            # step, and D >= 1 keeps it out of the delayed-activity reads of other populations)
+            Hb[al, base] = n
+            mb[al, base] = n
+            vb[al, base] = 0.0
+            ub[al, base] = u_r
+            lb[al, base] = 0.0
+        base += 1
+    # state after the last step, age order
+    for al in range(M):
+        for a in range(1, Kh + 1):
+            H0[al, a - 1] = Hb[al, base - a]
+        for a in range(1, K[al] + 1):
+            m0[al, a - 1] = mb[al, base - a]
+            v0[al, a - 1] = vb[al, base - a]
+            u0[al, a - 1] = ub[al, base - a]
+            lam0[al, a - 1] = lb[al, base - a] / half_dt
     return -1
 
 
@@ -646,25 +774,46 @@ def _check_inputs(inputs: np.ndarray, B: int, M: int) -> np.ndarray:
     return I
 
 
-def _run_one(consts, rings, b, inputs_b, observed_b, teacher_forced, seed, dt, variant_r, linear_switch, K):
-    T, M = inputs_b.shape
-    counts = np.empty((T, M))
-    nbar = np.empty((T, M))
-    rng = np.random.default_rng(seed)
-    status = _advance(
-        consts["pop"][b], consts["Es"][b], consts["J"][b], consts["kappa"][b], consts["D"][b],
-        consts["k_ref"][b], consts["k_int"][b], K, consts["theta"][b], consts["theta_soft"][b],
-        dt, variant_r, linear_switch,
-        rings["H"][b], rings["m"][b], rings["v"][b], rings["u"][b], rings["lam"][b], rings["y"][b],
-        rings["scalars"][b], 0,
-        inputs_b, observed_b, teacher_forced, rng, counts, nbar,
-    )
-    if status >= 0:
-        raise FloatingPointError(
-            f"expected spike count became non-finite at step {status} of simulation {b}; "
-            "the parameters are far outside the plausible range (check tau_m, c, Delta_u, w)"
+class _Prepared:
+    """Constants, window-order threshold tables and initial state of a batch (host side)."""
+
+    def __init__(self, P, Ks, dt, variant, init, linear_switch):
+        self.K = Ks
+        self.consts = _constants(P, Ks, dt, variant)
+        self.theta_w, self.soft_w, self.adapt = _window_tables(self.consts, Ks)
+        self.state = initial_state(P, K=Ks, dt=dt, init=init, variant=variant, linear_switch=linear_switch)
+        self.scal = _pack_scalars(self.state)
+        self.dt = float(dt)
+        self.variant_r = variant == "R"
+        self.linear_switch = bool(linear_switch)
+
+    def run(self, b, inputs_b, observed_b, teacher_forced, seed):
+        """Run simulation ``b``; returns ``(counts, nbar, final age-ordered state)``."""
+        T, M = inputs_b.shape
+        c = self.consts
+        st = self.state
+        counts = np.empty((T, M))
+        nbar = np.empty((T, M))
+        rng = np.random.default_rng(seed)
+        final = {key: st[key][b].copy() for key in ("H", "m", "v", "u", "lam", "y")}
+        scal = self.scal[b].copy()
+        status = _simulate_kernel(
+            c["pop"][b], c["Es"][b], c["J"][b], c["kappa"][b], c["D"][b], c["k_ref"][b], c["k_int"][b], self.K,
+            self.theta_w[b], self.soft_w[b], self.adapt[b], self.dt, self.variant_r, self.linear_switch,
+            final["H"], final["m"], final["v"], final["u"], final["lam"], final["y"], scal,
+            inputs_b, observed_b, teacher_forced, rng, counts, nbar,
         )
-    return counts, nbar
+        if status >= 0:
+            raise FloatingPointError(
+                f"expected spike count became non-finite at step {status} of simulation {b}; "
+                "the parameters are far outside the plausible range (check tau_m, c, Delta_u, w)"
+            )
+        for alpha, Ka in enumerate(self.K):
+            for key in ("m", "v", "u", "lam"):
+                final[key][alpha, Ka:] = np.nan
+        for name, row in (("h", _H), ("g", _G), ("lam_free", _LF), ("x", _X), ("z", _Z), ("v_out", _VOUT)):
+            final[name] = scal[row].copy()
+        return counts, nbar, final
 
 
 def simulate(
@@ -681,6 +830,12 @@ def simulate(
     n_threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """Simulate B mesoGIF realisations / parameter sets at once (spec §3.4, §3.13).
+
+    Each simulation runs the compiled kernel :func:`_simulate_kernel` over all ``T`` steps:
+    cohort state in linear birth-time buffers whose live window is contiguous, vectorised
+    branch-free cohort loops (see the module docstring). Measured on the 2-pop ground truth with
+    ``K = 1000``, one thread: ≈ 310 simulated s per wall s, ≈ 6.8× the previous ring-buffer
+    kernel in the same run and ≥ 7× NEST ``gif_pop_psc_exp`` with the same ``K`` on one core.
 
     Parameters
     ----------
@@ -722,16 +877,14 @@ def simulate(
         raise ValueError(f"seeds must be an array of B={B} non-negative integers (uint64), got shape {seeds.shape} dtype {seeds.dtype}")
     I = _check_inputs(inputs, B, M)
     Ks = history_size(P, K, dt=dt, variant=variant)
-    consts = _constants(P, Ks, dt, variant)
-    rings = _to_rings(initial_state(P, K=Ks, dt=dt, init=init, variant=variant, linear_switch=linear_switch), Ks)
+    prep = _Prepared(P, Ks, dt, variant, init, linear_switch)
     T = I.shape[1]
     counts = np.empty((B, T, M), dtype=np.int64)
     expected = np.empty((B, T, M)) if return_expected else None
     dummy_obs = np.zeros((1, M))
 
     def task(b):
-        c, nb = _run_one(consts, rings, b, np.ascontiguousarray(I[b]), dummy_obs, False, np.uint64(seeds[b]),
-                         float(dt), variant == "R", bool(linear_switch), Ks)
+        c, nb, _ = prep.run(b, np.ascontiguousarray(I[b]), dummy_obs, False, np.uint64(seeds[b]))
         counts[b] = c.astype(np.int64)
         if expected is not None:
             expected[b] = nb
@@ -807,10 +960,8 @@ def expected_counts(
     if np.any(obs < 0) or np.any(obs > P["N"][0][None, :]):
         raise ValueError("observed_counts must lie in [0, N] for every population (spike counts per bin)")
     Ks = history_size(P, K, dt=dt, variant=variant)
-    consts = _constants(P, Ks, dt, variant)
-    rings = _to_rings(initial_state(P, K=Ks, dt=dt, init=init, variant=variant, linear_switch=linear_switch), Ks)
-    _, nbar = _run_one(consts, rings, 0, np.ascontiguousarray(I[0]), np.ascontiguousarray(obs), True,
-                       np.uint64(0), float(dt), variant == "R", bool(linear_switch), Ks)
+    prep = _Prepared(P, Ks, dt, variant, init, linear_switch)
+    _, nbar, _ = prep.run(0, np.ascontiguousarray(I[0]), np.ascontiguousarray(obs), True, np.uint64(0))
     return nbar, binomial_probability(nbar, P["N"][0][None, :], eps)
 
 
@@ -847,13 +998,11 @@ def run_with_state(
     if teacher and obs.shape != I.shape[1:]:
         raise ValueError(f"observed_counts must have shape {I.shape[1:]}, got {obs.shape}")
     Ks = history_size(P, K, dt=dt, variant=variant)
-    consts = _constants(P, Ks, dt, variant)
-    rings = _to_rings(initial_state(P, K=Ks, dt=dt, init=init, variant=variant, linear_switch=linear_switch), Ks)
-    counts, nbar = _run_one(consts, rings, 0, np.ascontiguousarray(I[0]), obs, teacher, np.uint64(seed),
-                            float(dt), variant == "R", bool(linear_switch), Ks)
+    prep = _Prepared(P, Ks, dt, variant, init, linear_switch)
+    counts, nbar, state = prep.run(0, np.ascontiguousarray(I[0]), obs, teacher, np.uint64(seed))
     return {
         "counts": counts,
         "expected_counts": nbar,
         "K": Ks,
-        "state": _from_rings(rings, 0, Ks, I.shape[1]),
+        "state": state,
     }

@@ -216,6 +216,113 @@ def test_teacher_forced_expected_counts_equal_simulator(short_run, variant):
         assert np.all((prob >= 1e-8) & (prob <= 1 - 1e-8))
 
 
+def _reference_pass(params, inputs, observed, K, variant, dt=DT, linear_switch=True):
+    """Plain NumPy transcription of M1–M17 (spec §3.4) / Variant R (§3.13), age-ordered arrays.
+
+    Independent of the compiled kernel's layout (birth-time buffers, window-order tables,
+    hazards stored as dt/2 λ, split loops): shifts the age arrays every step, uses ``np.exp``.
+    Teacher-forced; returns ``n̄`` (T, M) and the final state (age order, as ``run_with_state``).
+    """
+    variant_r = variant == "R"
+    batched = meso.broadcast_parameters(params, 1)
+    Ks = meso.history_size(batched, K, dt=dt, variant=variant)
+    c = {k: v[0] for k, v in meso._constants(batched, Ks, dt, variant).items()}
+    st = {k: np.array(v[0], dtype=float) for k, v in
+          meso.initial_state(batched, K=Ks, dt=dt, variant=variant, linear_switch=linear_switch).items()}
+    pop = c["pop"]
+    N, R, u_rest, u_th, u_r, cc, Du, tau_m, Em, Eth, Phi = pop
+    T, M = inputs.shape
+    nbar_out = np.empty((T, M))
+    H = st["H"]
+    for t in range(T):
+        n_new = np.empty(M)
+        for al in range(M):
+            Ka, kr, ki = int(Ks[al]), int(c["k_ref"][al]), int(c["k_int"][al])
+            dh = (1 - Em[al]) * R[al] * inputs[t, al]
+            for be in range(M):
+                A = H[be, c["D"][al, be] - 1] / (N[be] * dt)
+                y = st["y"][al, be]
+                y_new = A + (y - A) * c["Es"][be]
+                y_use = y_new if variant_r else y
+                dh += tau_m[al] * c["J"][al, be] * (A * (1 - Em[al]) + (y_use - A) * c["kappa"][al, be])
+                st["y"][al, be] = y_new
+            h = u_rest[al] + (st["h"][al] - u_rest[al]) * Em[al] + dh
+            st["h"][al] = h
+            n_K = H[al, Ka - 1]
+            st["g"][al] = Eth[al] * st["g"][al] + (1 - Eth[al]) * n_K / (N[al] * dt)
+            th_free = u_th[al] + Phi[al] * st["g"][al]
+            lf = cc[al] * np.exp(min((h - th_free) / Du[al], 300.0))
+            P_free = -np.expm1(-0.5 * dt * (st["lam_free"][al] + lf))
+            st["lam_free"][al] = lf
+            ages = np.arange(1, Ka + 1)
+            m, v, u, lam = (st[k][al, :Ka].copy() for k in ("m", "v", "u", "lam"))
+            # M7: suffix sums over older ages (canonical subtracts the age-K term)
+            terms = c["theta_soft"][al, :Ka] * H[al, :Ka] / N[al]
+            older = np.cumsum(terms[::-1])[::-1] - terms  # sum over ages > a
+            thr = th_free + c["theta"][al, :Ka] + older - (0.0 if variant_r else terms[Ka - 1])
+            integ = ages > ki
+            u[integ] = u_rest[al] + (u[integ] - u_rest[al]) * Em[al] + dh
+            fire = ages > kr
+            P = np.zeros(Ka)
+            l_new = cc[al] * np.exp(np.minimum((u[fire] - thr[fire]) / Du[al], 300.0))
+            pi = 0.5 * dt * (l_new + lam[fire])
+            P[fire] = np.where(linear_switch & (pi <= 0.01), pi, -np.expm1(-pi))
+            lam[fire] = l_new
+            m_dec, v_dec = (1 - P) * m, (1 - P) ** 2 * v + P * m
+            x, z = st["x"][al], st["z"][al]
+            if variant_r:
+                v_older = np.concatenate([v[1:], [st["v_out"][al]]])  # next-older cohort, pre-decay
+                W, X, Y, Z = (P * m_dec).sum(), m_dec.sum(), (P * v_older).sum(), v_older.sum()
+                P_lam = (Y + P_free * z) / (abs(Z + z) + 4e-10)
+                x_plus = (1 - P_free) * x + m_dec[-1]
+                nbar = W + P_free * x_plus + P_lam * (N[al] - X - x_plus)
+                st["z"][al] = (1 - P_free) ** 2 * z + P_free * x
+                st["x"][al] = x_plus
+                st["v_out"][al] = v_dec[-1]
+            else:
+                W, X, Y, Z = (P * m).sum(), m.sum(), (P * v).sum(), v.sum()
+                P_lam = (Y + P_free * z) / (Z + z) if Z + z > 0 else 0.0
+                nbar = W + P_free * x + P_lam * (N[al] - X - x)
+                st["z"][al] = (1 - P_free) ** 2 * z + P_free * x + v_dec[-1]
+                st["x"][al] = (1 - P_free) * x + m_dec[-1]
+            nbar_out[t, al] = nbar
+            n_new[al] = observed[t, al]
+            # M17: age shift, new cohort
+            st["m"][al, :Ka] = np.concatenate([[n_new[al]], m_dec[:-1]])
+            st["v"][al, :Ka] = np.concatenate([[0.0], v_dec[:-1]])
+            st["u"][al, :Ka] = np.concatenate([[u_r[al]], u[:-1]])
+            st["lam"][al, :Ka] = np.concatenate([[0.0], lam[:-1]])
+        H = np.concatenate([n_new[:, None], H[:, :-1]], axis=1)
+    st["H"] = H
+    return nbar_out, st
+
+
+@pytest.mark.parametrize("variant", ["canonical", "R"])
+def test_kernel_matches_plain_numpy_reference(variant):
+    """Compiled kernel vs :func:`_reference_pass`: per-population K, delays of 1–3 bins, a run
+    long enough to cross the kernel's buffer compactions (every max(K_h, 256) steps)."""
+    p = parameters.two_population()
+    p["delay"] = np.array([[0.001, 0.003], [0.002, 0.001]])
+    K = [40, 9]
+    T = 600
+    inputs = stimuli.make_stimulus({"kind": "sine", "seed": 2}, populations=2, duration_s=T * DT)
+    sim = meso.run_with_state(p, inputs, seed=4, K=K, variant=variant)
+    counts = sim["counts"]
+    assert counts.sum() > 100
+    ref_nbar, ref_state = _reference_pass(p, inputs, counts, K, variant)
+    np.testing.assert_allclose(sim["expected_counts"], ref_nbar, rtol=1e-11, atol=0)
+    forced = meso.run_with_state(p, inputs, observed_counts=counts, K=K, variant=variant)
+    np.testing.assert_array_equal(forced["expected_counts"], sim["expected_counts"])
+    state = forced["state"]
+    for key in ("H", "y", "h", "g", "lam_free", "x", "z", "v_out"):
+        np.testing.assert_allclose(state[key], ref_state[key], rtol=1e-11, atol=1e-300, err_msg=key)
+    for key in ("m", "v", "u", "lam"):
+        for al, Ka in enumerate(K):
+            np.testing.assert_allclose(state[key][al, :Ka], ref_state[key][al, :Ka], rtol=1e-11, atol=1e-300,
+                                       err_msg=key)
+            assert np.all(np.isnan(state[key][al, Ka:]))
+
+
 def test_expected_counts_are_causal():
     """n̄^(k) depends on n^(0..k-1) only (D >= 1, §3.8)."""
     p = parameters.two_population()
@@ -392,3 +499,18 @@ def test_benchmark_throughput_runs():
     res = benchmark_throughput(batch_sizes=(1, 2), duration_s=0.2, K=200, repeats=1, n_threads=1)
     assert [r["batch_size"] for r in res["results"]] == [1, 2]
     assert all(r["simulated_s_per_wall_s"] > 0 for r in res["results"])
+    assert [r["threads_busy"] for r in res["results"]] == [1, 1]
+    assert all(r["simulated_s_per_wall_s_per_core"] == r["simulated_s_per_wall_s"] for r in res["results"])
+    assert "nest" not in res
+
+
+@pytest.mark.slow
+def test_benchmark_throughput_against_nest():
+    from mechzoo.models.mesogif import nest_reference
+    from mechzoo.models.mesogif.benchmark import benchmark_throughput
+
+    if not nest_reference.nest_available():
+        pytest.skip("nest-simulator not installed")
+    res = benchmark_throughput(batch_sizes=(1,), duration_s=0.5, K=300, repeats=1, n_threads=1, nest=True)
+    assert res["nest"]["len_kernel"] == 300 and res["nest"]["simulated_s_per_wall_s"] > 0
+    assert res["results"][0]["ratio_per_core_to_nest"] > 0
