@@ -7,7 +7,7 @@ recursion is open-loop. The reverse sweep is the **hand-derived adjoint** of the
 of ``checkpoint`` steps that are recomputed from stored checkpoints into a small tape
 (``notes/mesogif-likelihood-speed.md``).
 
-Layout (different from :mod:`.meso`'s ring buffers, same arithmetic):
+Layout (like :mod:`.meso`'s birth-time windows, but one linear array for the whole run):
 
 * cohort arrays ``m, v, u, lam`` have shape ``(M, T + K_max)`` and are indexed by **birth
   time**: the cohort of population α born in bin ``b`` lives at index ``b + K_α`` (initial
