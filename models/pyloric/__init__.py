@@ -223,7 +223,7 @@ def _check_seeds(seeds, batch: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def _run(params, config, seeds, *, record, max_spikes, trap_flags=0):
+def _run(params, config, seeds, *, record, max_spikes, trap_flags=0, energy=True):
     cfg = resolve_config(config)
     mem, syn = _check_params(params)
     batch = mem.shape[0]
@@ -251,6 +251,7 @@ def _run(params, config, seeds, *, record, max_spikes, trap_flags=0):
         scalars,
         spikes,
         int(trap_flags),
+        bool(energy),
     )
     return cfg, voltage, scalars, spikes
 
@@ -312,10 +313,11 @@ def simulate_features(
 ) -> np.ndarray:
     """Fused simulation and feature extraction: (B, 18) float64 features, nothing else kept.
 
-    Same arguments as :func:`simulate` (``record`` and ``max_spikes`` are ignored). Memory:
-    about 30 MB of scratch per running thread, independent of B.
+    Same arguments as :func:`simulate` (``record`` and ``max_spikes`` are ignored; the
+    energies are not computed). Memory: about 20 MB of scratch per simulation in flight,
+    i.e. up to 160 MB per running thread (8 simulations run in lock-step), independent of B.
     """
-    cfg, _, scalars, _ = _run(params, config, seeds, record=False, max_spikes=0)
+    cfg, _, scalars, _ = _run(params, config, seeds, record=False, max_spikes=0, energy=False)
     return _ordered(cfg, unpack_scalars(scalars))
 
 
@@ -451,6 +453,10 @@ def reference_parameter_sets() -> dict[str, dict]:
 
 def benchmark(n: int = 16, *, seed: int = 0, config: Mapping | None = None) -> dict:
     """Measure simulations per second (fused simulate + features) on prior draws.
+
+    Times :func:`simulate_features` (the path used for training sets; it skips the energy
+    extras). The kernel runs 8 simulations in lock-step per thread, so ``n`` should be a
+    multiple of 8 times the thread count (default 16 = 2 threads x 8).
 
     Parameters
     ----------

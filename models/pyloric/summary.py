@@ -179,12 +179,19 @@ def savgol_smooth(x, centre, left, right, out):
         for k in range(n):
             out[k] = x[k]
         return
-    for k in range(half, n - half):
-        acc = 0.0
-        base = k - half
+    # interior: out[k] = sum_j centre[j] x[k - half + j], accumulated in the order j = 0,
+    # 1, ... for every k, over blocks of k so that the inner loop runs along k (vectorises)
+    block = 512
+    for k0 in range(half, n - half, block):
+        m = min(block, n - half - k0)
+        acc = out[k0 : k0 + m]
+        for t in range(m):
+            acc[t] = 0.0
         for j in range(w):
-            acc += centre[j] * x[base + j]
-        out[k] = acc
+            c = centre[j]
+            xs = x[k0 - half + j : k0 - half + j + m]
+            for t in range(m):
+                acc[t] += c * xs[t]
     for r in range(half):
         acc = 0.0
         for j in range(w):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 import scipy.signal
@@ -324,6 +325,34 @@ def test_results_do_not_depend_on_batching():
             np.testing.assert_array_equal(alone[key][0], together[key][b])
     fused = pyl.simulate_features(params, config=cfg, seeds=seeds)
     np.testing.assert_array_equal(fused, together["features"])
+
+
+def test_results_do_not_depend_on_lane_block_or_threads():
+    """The kernel advances S.LANES simulations in lock-step; a simulation's result must not
+    depend on its lane, its block, the padding of a short block or the thread count."""
+    rng = np.random.default_rng(11)
+    n = S.LANES + 2  # one full block and one padded block of 2
+    prior = pyl.sample_prior(n - 1, rng)
+    params = {k: np.concatenate([SET_A["params"][k], v], axis=0) for k, v in prior.items()}
+    seeds = rng.integers(0, 2**63, size=n, dtype=np.uint64)
+    seeds[0] = 5340
+    cfg = {"duration_ms": 600.0, "burn_in_ms": 100.0, "record": True, "record_every": 4}
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        ref = pyl.simulate(params, config=cfg, seeds=seeds)
+        numba.set_num_threads(1)
+        order = np.roll(np.arange(n)[::-1], 3)  # every simulation changes lane and block
+        moved = pyl.simulate({k: v[order] for k, v in params.items()}, config=cfg,
+                             seeds=seeds[order])
+        alone = pyl.simulate({k: v[n - 1 :] for k, v in params.items()}, config=cfg,
+                             seeds=seeds[n - 1 :])
+    finally:
+        numba.set_num_threads(threads)
+    for key in ref:
+        np.testing.assert_array_equal(moved[key], ref[key][order], err_msg=key)
+        np.testing.assert_array_equal(alone[key][0], ref[key][n - 1], err_msg=key)
+    assert np.all(np.isfinite(ref["voltage"]))
 
 
 # --------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Accuracy and vectorisation of the branch-free exp/expm1 of ``mechzoo.models._vecmath``."""
 
 import numpy as np
+import numba
 import pytest
 from numba import njit
 
-from mechzoo.models._vecmath import vexp, vexpm1
+from mechzoo.models._vecmath import vexp, vexpm1, vlog
 
 ULP = np.finfo(np.float64).eps
 
@@ -47,3 +48,26 @@ def test_documented_edge_behaviour():
     assert np.isfinite(e[2]) and e[2] > 1e307  # clamped at 709, finite
     assert e[3] == 1.0 and em1[3] == 0.0
     assert e[4] == e[1]
+
+
+@pytest.mark.parametrize("lo, hi", [(-300.0, 300.0), (-1.0, 1.0), (2.0, 8.0)])
+def test_branch_free_log_within_two_ulp_of_libm(lo, hi):
+    """The vectorisable log (pyloric E_Ca) against libm (via NumPy)."""
+    x = 10.0 ** np.random.default_rng(2).uniform(lo, hi, 100_000)
+    y = _vlog_array(x)
+    ref = np.log(x)
+    np.testing.assert_array_less(np.abs(y - ref), 2.01 * np.spacing(np.abs(ref)) + 1e-300)
+    special = np.array([0.0, -1.0, np.inf, np.nan, 1.0])
+    np.testing.assert_array_equal(_vlog_array(special), [-np.inf, np.nan, np.inf, np.nan, 0.0])
+
+
+@numba.njit(cache=True)
+def _vlog_kernel(x, out):  # pragma: no cover - compiled
+    for i in range(x.size):
+        out[i] = vlog(x[i])
+
+
+def _vlog_array(x):
+    out = np.empty_like(x)
+    _vlog_kernel(x, out)
+    return out
