@@ -8,8 +8,8 @@ route-dependent columns:
 * NPE: simulation-based calibration (Talts et al. 2018) on held-out simulations: the rank
   histogram's uniformity tested with a chi-square test over ``bins`` bins and a KS test on the
   normalised ranks, plus the empirical coverage of the central 95 % interval; the invalid
-  simulation counts (training and SBC sets, and the ``invalid`` rule that handled them) in
-  ``df.attrs``;
+  simulation counts and valid fractions (training and SBC sets, and the ``invalid`` rule that
+  handled them) and, with a restricted prior, the restriction's figures in ``df.attrs``;
 * MAP: the restarts that converged and the spread of their optima.
 
 Any result with a ``posterior_predictive`` group holding ``observed_features`` (the NPE route
@@ -202,6 +202,24 @@ def _mcmc_table(result: xr.DataTree, names: list[str]) -> tuple[pd.DataFrame, di
     return pd.DataFrame.from_dict(rows, orient="index"), info
 
 
+#: Figures of the NPE restricted prior copied from the result attrs into ``diagnose()``'s attrs.
+_RESTRICTION_KEYS = (
+    "restriction_rounds",
+    "n_restriction_simulations",
+    "restriction_valid_fraction",
+    "restriction_round_valid_fractions",
+    "restricted_prior_acceptance",
+    "n_bank_simulations",
+    "bank_valid_fraction",
+    "n_restriction_training_simulations",
+    "n_restriction_valid_rejected",
+    "restriction_pilot_valid_accepted",
+    "restriction_pilot_invalid_rejected",
+    "restriction_training_wall_time_s",
+    "restriction_fingerprint",
+)
+
+
 def _json_number(v: Any) -> Any:
     """Plain Python numbers for the JSON-safe ``attrs`` (NaN/inf stay floats)."""
     if isinstance(v, (np.integer,)):
@@ -224,7 +242,14 @@ def diagnose(result: xr.DataTree, *, bins: int = 10) -> pd.DataFrame:
     (``n_invalid_simulations``: any non-finite feature; ``n_replaced_simulations``: kept after
     replacement; ``n_excluded_simulations``: dropped; per-feature ``invalid_feature_counts`` and
     ``replaced_feature_counts``; ``invalid_rule``) and for the SBC set (``n_sbc_invalid``,
-    ``n_sbc_replaced``, ``n_sbc_excluded``; ``n_sbc`` is the number of simulations ranked).
+    ``n_sbc_replaced``, ``n_sbc_excluded``; ``n_sbc`` is the number of simulations ranked), with
+    the valid fractions ``training_valid_fraction`` (all training simulations) and
+    ``sbc_valid_fraction``, and ``sbc_prior`` (``"prior"`` or ``"restricted"``). With the NPE
+    ``restrict`` setting, the restriction's figures too (:data:`_RESTRICTION_KEYS`: pilot size
+    and valid fraction, per-round valid fractions, estimated accepted fraction of the prior,
+    main-bank size and valid fraction, pilot simulations pooled into training and valid ones
+    dropped outside the region, the classifier's sensitivity and specificity on the pilot, its
+    training time, and the restriction's fingerprint).
     """
     attrs = result_attrs(result)
     route = attrs.get("route", "unknown")
@@ -248,6 +273,13 @@ def diagnose(result: xr.DataTree, *, bins: int = 10) -> pd.DataFrame:
         info["n_invalid_simulations"] = attrs.get("n_invalid_simulations")
         info["n_replaced_simulations"] = attrs.get("n_replaced_simulations", 0)
         info["n_excluded_simulations"] = attrs.get("n_excluded_simulations", attrs.get("n_invalid_simulations"))
+        n_sims, n_excl = attrs.get("n_simulations"), attrs.get("n_excluded_simulations", attrs.get("n_invalid_simulations"))
+        if n_sims and n_excl is not None:
+            info["training_valid_fraction"] = 1.0 - float(n_excl) / float(n_sims)
+        if attrs.get("restriction_rounds") is not None:  # the restricted prior (npe module docstring)
+            for key in _RESTRICTION_KEYS:
+                if key in attrs:
+                    info[key] = attrs[key]
         names_f = attrs.get("feature_names") or []
         for key in ("invalid_feature_counts", "replaced_feature_counts"):
             if attrs.get(key) is not None:
@@ -268,6 +300,10 @@ def diagnose(result: xr.DataTree, *, bins: int = 10) -> pd.DataFrame:
             info["n_sbc_replaced"] = int(cal.attrs.get("n_replaced", 0))
             info["n_sbc_excluded"] = int(cal.attrs.get("n_excluded", cal.attrs.get("n_invalid", 0)))
             info.setdefault("n_sbc", 0)
+            info["sbc_prior"] = str(cal.attrs.get("sbc_prior", "prior"))
+            n_cal = int(cal.attrs.get("n_sbc", 0))
+            if n_cal > 0:
+                info["sbc_valid_fraction"] = 1.0 - info["n_sbc_excluded"] / n_cal
     checked = posterior_predictive_check(result)
     if checked is not None:
         ppc_table, summary = checked

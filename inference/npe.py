@@ -25,6 +25,72 @@ per-feature ``invalid_feature_counts`` / ``replaced_feature_counts`` in the resu
 the same figures for the SBC set in the ``calibration`` group's attributes, and all of them in
 :func:`mechzoo.diagnose`.
 
+Restricted prior (simulators whose prior draws are mostly invalid)
+-------------------------------------------------------------------
+For a simulator where only a small fraction of prior draws give a full, valid set of features
+(the pyloric network: about 1 %), training on the prior wastes most simulations. The setting
+``restrict`` (off by default) follows Deistler, Macke & Gonçalves (2022, PNAS 119:e2207632119),
+who used ``sbi``'s ``RestrictionEstimator``:
+
+1. *Pilot.* ``restrict["simulations"]`` prior draws are simulated into the bank of seed stream
+   ``"restrict"`` (cached and resumable like every bank; it does not depend on the classifier
+   settings, so it is reused when only those change).
+2. *Classifier.* ``sbi.utils.RestrictionEstimator`` is trained on (θ, valid), *valid* meaning that
+   every feature is finite after the entry's ``invalid`` rule (:func:`handle_invalid`), under a
+   fixed torch seed derived from the route seed; ``RestrictionEstimator.restrict_prior`` turns it
+   into an accepted region (its threshold is set so that at most ``allowed_false_negatives`` of
+   the valid held-out pilot draws fall outside; default 0, the exact choice).
+   With ``rounds = R > 1`` this is repeated: round k simulates ``simulations`` draws from the
+   restricted prior of round k-1 (stream ``"restrict-k"``), the classifier is trained further on
+   all pilot simulations and restricted again. The accepted region after round k is the
+   *intersection* of the regions of rounds 1..k, so that successive proposals are nested and
+   every pilot round, restricted to the final region, is a draw of the same distribution.
+3. *Restricted prior.* p_r(θ) ∝ p(θ) 1[θ ∈ A], A the accepted region, sampled by rejection from
+   the prior (``ClassifierRestrictedPrior``, a torch ``Distribution`` defined on first use so
+   that importing this module does not import torch; it wraps the ``sbi`` ``RestrictedPrior``
+   of every round and asks their ``log_prob`` whether θ is accepted). Its ``sample_seeded``
+   makes every θ block of a bank a function of (seed, stream, block) as for the plain prior
+   (the campaign draws θ in the driver, so every executor works); its fraction of accepted
+   prior draws is estimated once on ``acceptance_samples`` seeded prior draws and normalises
+   ``log_prob``. The main bank (``num_simulations`` rows, stream ``"restricted"``) draws θ from it.
+   Its bank key holds the restriction's *fingerprint* (content hash of the restriction key, the
+   classifiers' weights and the accepted region on the seeded probe draws), so banks of
+   different restrictions are never mixed, and a resumed bank continues with the same restricted
+   prior (it is cached in ``<cache>/npe/<entry>-restriction-<key>.pt``).
+4. *NPE.* The estimator is trained on the pooled valid simulations: the main bank's, and the pilot
+   rounds' that lie in the final accepted region (valid pilot draws the classifier rejects are
+   dropped and counted). All pooled θ are then draws of p(θ) P(valid | θ) 1[θ ∈ A], and the NPE
+   prior is the restricted prior: its support is the prior's support intersected with A, so
+   ``sbi`` rejects posterior draws outside A. **The posterior is therefore the posterior
+   restricted to the accepted region and conditional on the simulation producing valid
+   features**, p(θ | x, valid) ∝ p(θ) 1[θ ∈ A] P(valid | θ) p(x | θ, valid), which is what Deistler
+   et al. estimated; it equals the ordinary posterior only where the classifier does not cut
+   into the posterior mass.
+5. *Calibration.* SBC held-out θ are drawn from the same restricted prior (stream
+   ``"calib-restricted"``, keyed by the same fingerprint) and only their valid simulations are
+   ranked, i.e. the ranks test the estimator against the joint distribution it was trained on.
+   The ``calibration`` group's attrs record ``sbc_prior = "restricted"`` and the fingerprint.
+
+Reported (result attrs, and :func:`mechzoo.diagnose`): ``restriction_rounds``,
+``n_restriction_simulations`` (all pilot rounds), ``restriction_valid_fraction`` (valid fraction
+of the prior pilot: the prior's valid rate), ``restriction_round_valid_fractions``,
+``restricted_prior_acceptance`` (estimated fraction of the prior accepted),
+``n_bank_simulations`` and ``bank_valid_fraction`` (main bank from the restricted prior),
+``n_restriction_training_simulations`` (pilot simulations pooled into training),
+``n_restriction_valid_rejected`` (valid pilot simulations outside the final region, dropped),
+``restriction_pilot_valid_accepted`` / ``restriction_pilot_invalid_rejected`` (classifier
+sensitivity and specificity on the pilot), ``restriction_training_wall_time_s`` (classifier
+training), ``restriction_simulation_wall_time_s``, ``restriction_fingerprint`` and
+``restriction_path``; ``simulation_wall_time_s`` is then the main bank's. ``n_simulations`` is
+the total training cost (pilot rounds + main bank), and ``n_invalid_simulations`` /
+``n_excluded_simulations`` / per-feature counts cover all of them. ``train_restriction`` runs
+steps 1-3 alone (e.g. to inspect the restricted prior before paying for the main bank).
+
+The fingerprint depends on the classifier's weights bit for bit, which depend on the torch
+version and thread count; the cached restriction is reused whenever it exists, so a resumed
+campaign keeps its restriction, but retraining elsewhere (different threads, another cache) can
+give another fingerprint and then simulates new banks instead of extending the old ones.
+
 Checks
 ------
 The trained posterior is saved (``estimator_path`` attribute) so that new observations can be
@@ -39,8 +105,12 @@ summarised by :func:`mechzoo.diagnose`.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
+import io
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -64,6 +134,10 @@ __all__ = [
     "invalid_replacement",
     "handle_invalid",
     "posterior_predictive_features",
+    "RESTRICT_DEFAULTS",
+    "check_restrict_declaration",
+    "restriction_key",
+    "train_restriction",
 ]
 
 DEFAULTS: dict[str, Any] = {
@@ -83,6 +157,7 @@ DEFAULTS: dict[str, Any] = {
     "invalid_values": None,
     "ppc_draws": 100,
     "ppc_noise_seeds": 20,
+    "restrict": None,
 }
 """Default settings of the route. Besides the simulation budget and ``sbi`` training settings:
 
@@ -90,10 +165,105 @@ DEFAULTS: dict[str, Any] = {
 or list of one value per feature; only with ``"replace"``) declare how non-finite features are
 handled (module docstring); ``ppc_draws`` (posterior draws simulated for the posterior predictive
 check, at most ``num_draws``; 0 disables) and ``ppc_noise_seeds`` (noise seeds under which the
-posterior median is simulated; 0 disables, otherwise at least 2 so that an SD exists)."""
+posterior median is simulated; 0 disables, otherwise at least 2 so that an SD exists).
+
+``restrict`` (default ``None``: off) turns on the restricted prior for simulators whose prior
+draws are mostly invalid (module docstring, "Restricted prior"): a mapping with the required key
+``simulations`` (pilot simulations per round, >= 10) and optional keys of
+:data:`RESTRICT_DEFAULTS` (``rounds``, the classifier's ``model``, ``hidden_features``,
+``num_blocks``, ``training_batch_size``, ``learning_rate``, ``validation_fraction``,
+``stop_after_epochs``, ``max_num_epochs``, ``allowed_false_negatives`` and
+``acceptance_samples``, the seeded prior draws that estimate the accepted fraction). With it,
+``num_simulations`` is the size of the main bank drawn from the restricted prior (the pilot comes
+on top), and ``sbc_simulations`` are drawn from the restricted prior too. Example (TOML):
+``restrict = { simulations = 20000, rounds = 2 }``."""
 
 #: Choices of the ``invalid`` setting (module docstring).
 INVALID_CHOICES = ("exclude", "replace")
+
+#: Defaults of the keys of the ``restrict`` setting (``simulations`` has none: it is required).
+#: The classifier settings are those of ``sbi.utils.RestrictionEstimator`` (``model``,
+#: ``hidden_features``, ``num_blocks``) and its ``train`` (``training_batch_size``,
+#: ``learning_rate``, ``validation_fraction``, ``stop_after_epochs``, ``max_num_epochs``) and
+#: ``restrict_prior`` (``allowed_false_negatives``), with ``sbi``'s defaults except a finite
+#: ``max_num_epochs``.
+RESTRICT_DEFAULTS: dict[str, Any] = {
+    "rounds": 1,
+    "model": "resnet",
+    "hidden_features": 100,
+    "num_blocks": 2,
+    "training_batch_size": 200,
+    "learning_rate": 5e-4,
+    "validation_fraction": 0.1,
+    "stop_after_epochs": 20,
+    "max_num_epochs": 500,
+    "allowed_false_negatives": 0.0,
+    "acceptance_samples": 20000,
+}
+#: Version of the restricted prior's sampler; part of the fingerprint, so banks drawn by an
+#: older sampler are never extended by a newer one.
+_RESTRICTED_SAMPLER_VERSION = 1
+
+
+def check_restrict_declaration(restrict: Any) -> dict[str, Any] | None:
+    """Validate the ``restrict`` setting; returns it with defaults filled in, or None when off.
+
+    Usable without a problem (the entry schema can call it on an entry's ``[routes] npe`` table).
+
+    Raises
+    ------
+    ValueError
+        Not None nor a mapping; unknown keys; ``simulations`` missing or < 10; ``rounds`` < 1;
+        ``model`` not ``"resnet"``/``"mlp"``; a non-positive size, rate or epoch count;
+        ``validation_fraction`` or ``allowed_false_negatives`` outside [0, 1).
+    """
+    if restrict is None:
+        return None
+    if not isinstance(restrict, Mapping):
+        raise ValueError(
+            f"npe setting restrict must be None (off) or a mapping such as {{'simulations': 10000, 'rounds': 1}} (got {type(restrict).__name__} {restrict!r})"
+        )
+    known = {"simulations", *RESTRICT_DEFAULTS}
+    unknown = sorted(set(map(str, restrict)) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in npe setting restrict; known: {sorted(known)}")
+    if "simulations" not in restrict:
+        raise ValueError("npe setting restrict needs 'simulations': the number of pilot simulations per round (e.g. restrict = {'simulations': 10000})")
+    out = {**RESTRICT_DEFAULTS, **{str(k): v for k, v in restrict.items()}}
+
+    def _integer(key: str, minimum: int) -> None:
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not float(v).is_integer() or v < minimum:
+            raise ValueError(f"npe setting restrict[{key!r}] must be an integer >= {minimum} (got {v!r})")
+        out[key] = int(v)
+
+    _integer("simulations", 10)
+    _integer("rounds", 1)
+    for key in ("hidden_features", "num_blocks", "training_batch_size", "stop_after_epochs", "max_num_epochs", "acceptance_samples"):
+        _integer(key, 1)
+    if out["acceptance_samples"] < 100:
+        raise ValueError(f"npe setting restrict['acceptance_samples'] must be >= 100 (got {out['acceptance_samples']})")
+    if out["model"] not in ("resnet", "mlp"):
+        raise ValueError(f"npe setting restrict['model'] must be 'resnet' or 'mlp' (got {out['model']!r})")
+    for key in ("learning_rate", "validation_fraction", "allowed_false_negatives"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            raise ValueError(f"npe setting restrict[{key!r}] must be a number (got {v!r})")
+        out[key] = float(v)
+    if not out["learning_rate"] > 0:
+        raise ValueError(f"npe setting restrict['learning_rate'] must be > 0 (got {out['learning_rate']})")
+    if not 0 < out["validation_fraction"] < 1:
+        raise ValueError(f"npe setting restrict['validation_fraction'] must be in (0, 1) (got {out['validation_fraction']})")
+    if not 0 <= out["allowed_false_negatives"] < 1:
+        raise ValueError(f"npe setting restrict['allowed_false_negatives'] must be in [0, 1) (got {out['allowed_false_negatives']})")
+    n_train = int((1 - out["validation_fraction"]) * out["simulations"])
+    if n_train < out["training_batch_size"]:
+        raise ValueError(
+            f"npe setting restrict: the {out['simulations']} pilot simulations leave {n_train} for training the classifier, fewer than "
+            f"one batch (training_batch_size = {out['training_batch_size']}); sbi drops incomplete batches, so the classifier would not "
+            "be trained (fix: more simulations or a smaller training_batch_size)"
+        )
+    return out
 
 
 def check_invalid_declaration(invalid: Any, invalid_values: Any) -> None:
@@ -210,6 +380,7 @@ def _validate_settings(problem: Problem, settings: Mapping[str, Any]) -> np.ndar
             raise ValueError(f"npe setting {key} must be an integer >= 0 (got {value!r}); 0 disables the check")
     if int(settings["ppc_noise_seeds"]) == 1:
         raise ValueError("npe setting ppc_noise_seeds must be 0 (off) or >= 2: the noise SD at the median draw needs two simulations")
+    check_restrict_declaration(settings["restrict"])
     return invalid_replacement(settings["invalid"], settings["invalid_values"], problem.feature_names())
 
 
@@ -223,6 +394,7 @@ def simulate_bank(
     progress: bool = True,
     executor: Any = None,
     workers: int | None = None,
+    prior: Any = None,
 ):
     """θ ~ prior and features of their simulations, from the on-disk simulation bank.
 
@@ -231,15 +403,413 @@ def simulate_bank(
     Row i depends only on (seed, stream, i). Returns ``(theta (n, D), x (n, F))``.
     ``workers=None`` uses every core for banks of 20,000 rows or more and runs small banks
     in-process (starting worker processes costs seconds); results do not depend on it.
+
+    ``prior``: draw θ from this distribution instead of the entry's prior, e.g. a restricted prior
+    (:class:`ClassifierRestrictedPrior`). It must have ``sample_seeded(n, seed)`` and a
+    ``fingerprint`` (str) identifying it; the fingerprint enters the bank key (as the campaign
+    setting ``restricted_prior``), so banks of different priors are never mixed. θ is drawn in
+    the driver process, so this works with every executor.
     """
     from .campaign import run_campaign
 
     if workers is None and executor is None and n < 20000:
         workers = 1
+    key_settings = None
+    if prior is not None:
+        fingerprint = getattr(prior, "fingerprint", None)
+        if not isinstance(fingerprint, str) or not hasattr(prior, "sample_seeded"):
+            raise TypeError("simulate_bank(prior=...) needs a distribution with sample_seeded(n, seed) and a str fingerprint (e.g. a restricted prior)")
+        key_settings = {"restricted_prior": fingerprint}
+        problem = _with_prior(problem, prior)
     bank = run_campaign(
-        problem, n, seed=seed, stream=stream, chunk_size=chunk_size, progress=progress, executor=executor, workers=workers, cache_dir=cache_dir()
+        problem,
+        n,
+        seed=seed,
+        stream=stream,
+        chunk_size=chunk_size,
+        progress=progress,
+        executor=executor,
+        workers=workers,
+        cache_dir=cache_dir(),
+        settings=key_settings,
     )
     return np.asarray(bank.theta), np.asarray(bank.x)
+
+
+def _with_prior(problem: Problem, prior: Any) -> Problem:
+    """A shallow copy of ``problem`` whose ``torch_prior()`` returns ``prior``: same model, data,
+    call counter and instance overrides (the campaign draws θ from ``problem.torch_prior()``)."""
+    clone = copy.copy(problem)
+    clone.torch_prior = lambda: prior  # type: ignore[method-assign]
+    return clone
+
+
+# ============================================================================ restricted prior
+_RESTRICTION_CLASSES: tuple[type, type] | None = None
+
+
+def _restriction_classes() -> tuple[type, type]:
+    """``(ClassifierRestrictedPrior, RestrictedSupport)``.
+
+    Defined on first use, so that importing this module does not import torch (``import mechzoo``
+    imports it). Instances pickle through the module-level functions
+    :func:`_rebuild_restricted_prior` / :func:`_rebuild_restricted_support`, so a saved posterior
+    reloads in a fresh process. Defining them registers ``RestrictedSupport`` with
+    ``torch.distributions.biject_to`` / ``transform_to`` (delegating to the base support), which
+    ``sbi`` needs to build a posterior's parameter transform.
+    """
+    global _RESTRICTION_CLASSES
+    if _RESTRICTION_CLASSES is not None:
+        return _RESTRICTION_CLASSES
+    import torch
+    from torch.distributions import Distribution, biject_to, constraints, transform_to
+
+    class RestrictedSupport(constraints.Constraint):
+        """The base prior's support intersected with the classifier-accepted region."""
+
+        def __init__(self, base, accepts):
+            super().__init__()
+            self.base = base
+            self.accepts = accepts
+            self.is_discrete = bool(getattr(base, "is_discrete", False))
+            self.event_dim = int(getattr(base, "event_dim", 1))
+
+        def check(self, value):
+            value = torch.as_tensor(value)
+            inside = self.base.check(value)
+            if inside.dim() == value.dim():  # an elementwise base constraint
+                inside = inside.all(-1)
+            return inside & self.accepts(value)
+
+        def __reduce__(self):
+            return (_rebuild_restricted_support, (self.base, self.accepts))
+
+        def __repr__(self) -> str:
+            return f"RestrictedSupport({self.base!r})"
+
+    class ClassifierRestrictedPrior(Distribution):
+        """The prior restricted to the region accepted by the restriction classifier(s).
+
+        p_r(θ) = p(θ) 1[θ ∈ A] / P_p(A), with A the intersection of the accepted regions of the
+        ``sbi`` ``RestrictedPrior`` objects in ``regions`` (one per restriction round; a θ is in a
+        region where that object's unnormalised ``log_prob`` is finite). Sampling is rejection
+        from the base prior; ``sample_seeded(n, seed)`` depends only on the seed (the campaign
+        draws θ blocks with it). ``info`` holds the estimated acceptance P_p(A) (``acceptance``,
+        from ``n_probe`` seeded prior draws), the mean and variance of the accepted probe draws
+        and the ``fingerprint`` that identifies the restriction in bank keys.
+        """
+
+        arg_constraints: dict = {}
+        has_rsample = False
+
+        def __init__(self, base, regions, info):
+            self.base = base
+            self.regions = list(regions)
+            self.info = dict(info)
+            super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape, validate_args=False)
+
+        @property
+        def fingerprint(self) -> str:
+            return str(self.info["fingerprint"])
+
+        @property
+        def acceptance(self) -> float:
+            return float(self.info["acceptance"])
+
+        @property
+        def support(self):
+            return RestrictedSupport(self.base.support, self.accepts)
+
+        @property
+        def mean(self):
+            return torch.as_tensor(self.info["mean"], dtype=torch.float64)
+
+        @property
+        def variance(self):
+            return torch.as_tensor(self.info["variance"], dtype=torch.float64)
+
+        def accepts(self, theta) -> "torch.Tensor":
+            """Boolean tensor of θ's batch shape: θ lies in every round's accepted region (and in
+            the base prior's support)."""
+            theta = torch.as_tensor(theta)
+            batch = theta.shape[:-1]
+            flat = theta.reshape(-1, theta.shape[-1]).to(torch.float32)  # the classifiers are float32
+            ok = torch.ones(flat.shape[0], dtype=torch.bool)
+            if flat.shape[0]:
+                with torch.no_grad():
+                    for region in self.regions:
+                        ok &= torch.isfinite(region.log_prob(flat, norm_restricted_prior=False))
+            return ok.reshape(batch)
+
+        def sample(self, sample_shape=torch.Size()):
+            shape = torch.Size(sample_shape)
+            n, d = shape.numel(), int(self.event_shape[0])
+            if n == 0:
+                return torch.empty((*shape, d), dtype=torch.float64)
+            rate = max(float(self.info.get("acceptance", 1.0)), 1.0 / max(int(self.info.get("n_probe", 1)), 1))
+            batch = int(min(max(math.ceil(1.25 * n / rate), 256), 1 << 17))
+            parts, got, proposed = [], 0, 0
+            while got < n:
+                candidates = self.base.sample(torch.Size([batch])).to(torch.float64)
+                kept = candidates[self.accepts(candidates)]
+                parts.append(kept)
+                got += int(kept.shape[0])
+                proposed += batch
+                if got == 0 and proposed >= 10_000_000:
+                    raise RuntimeError(f"the restricted prior accepted none of {proposed} prior draws; the restriction is too tight (retrain it with more pilot simulations)")
+            return torch.cat(parts)[:n].reshape(*shape, d)
+
+        def sample_seeded(self, n: int, seed: int) -> "torch.Tensor":
+            """``n`` draws that depend only on ``seed`` (the global torch RNG is left untouched)."""
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                return self.sample(torch.Size([int(n)]))
+
+        def log_prob(self, value):
+            value = torch.as_tensor(value)
+            lp = torch.as_tensor(self.base.log_prob(value), dtype=torch.float64)
+            inside = self.accepts(value)
+            return torch.where(inside, lp - math.log(self.acceptance), torch.full_like(lp, -math.inf))
+
+        def __reduce__(self):
+            return (_rebuild_restricted_prior, (self.base, self.regions, self.info))
+
+        def __repr__(self) -> str:
+            return f"ClassifierRestrictedPrior(rounds={len(self.regions)}, acceptance={self.info.get('acceptance', float('nan')):.4g}, fingerprint={self.info.get('fingerprint', '')[:16]})"
+
+    for cls in (RestrictedSupport, ClassifierRestrictedPrior):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__  # instances pickle through __reduce__
+    biject_to.register(RestrictedSupport, lambda c: biject_to(c.base))
+    transform_to.register(RestrictedSupport, lambda c: transform_to(c.base))
+    _RESTRICTION_CLASSES = (ClassifierRestrictedPrior, RestrictedSupport)
+    return _RESTRICTION_CLASSES
+
+
+def _rebuild_restricted_prior(base, regions, info):
+    """Unpickling of a ``ClassifierRestrictedPrior`` (its class is defined on first use)."""
+    return _restriction_classes()[0](base, regions, info)
+
+
+def _rebuild_restricted_support(base, accepts):
+    """Unpickling of a ``RestrictedSupport``."""
+    return _restriction_classes()[1](base, accepts)
+
+
+def _torch_seed(seed: int, stream: str) -> int:
+    """A 63-bit torch seed that depends only on (seed, stream)."""
+    return int(seeds_for(int(seed), 1, stream=stream)[0] >> np.uint64(1))
+
+
+def _module_hash(module) -> str:
+    """SHA-256 of a torch module's state (parameter and buffer names and bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _make_restricted_prior(base, regions, *, key: str, classifier_hashes: list[str], probe_seed: int, n_probe: int):
+    """Build the restricted prior of ``regions`` and estimate its acceptance on ``n_probe``
+    seeded prior draws; its fingerprint hashes the key, the classifiers, the probe's accepted
+    set and the sampler version."""
+    import torch
+
+    cls = _restriction_classes()[0]
+    prior = cls(base, regions, {})
+    probe = base.sample_seeded(int(n_probe), int(probe_seed)).to(torch.float64)
+    accepted = prior.accepts(probe)
+    n_accepted = int(accepted.sum())
+    if n_accepted == 0:
+        raise RuntimeError(
+            f"the restriction classifier accepts none of {n_probe} prior draws; it cannot define a restricted prior "
+            "(fix: more pilot simulations in restrict['simulations'], or a larger allowed region: allowed_false_negatives = 0)"
+        )
+    inside = probe[accepted]
+    variance = inside.var(0) if n_accepted > 1 else torch.as_tensor(base.variance, dtype=torch.float64)
+    info = {
+        "key": key,
+        "rounds": len(regions),
+        "classifier_hashes": list(classifier_hashes),
+        "n_probe": int(n_probe),
+        "probe_seed": int(probe_seed),
+        "n_probe_accepted": n_accepted,
+        "acceptance": n_accepted / int(n_probe),
+        "mean": inside.mean(0).tolist(),
+        "variance": variance.tolist(),
+        "sampler_version": _RESTRICTED_SAMPLER_VERSION,
+    }
+    h = hashlib.sha256(json.dumps({k: info[k] for k in ("key", "rounds", "classifier_hashes", "n_probe", "probe_seed", "sampler_version")}, sort_keys=True).encode())
+    h.update(np.packbits(accepted.numpy()).tobytes())
+    info["fingerprint"] = h.hexdigest()
+    prior.info = info
+    return prior
+
+
+def restriction_key(problem: Problem, settings: Mapping[str, Any], seed: int) -> str:
+    """Content hash of what determines the restriction of the ``restrict`` setting: entry (and
+    its hash), configuration, pinned parameters, the ``invalid`` rule (it defines *valid*), the
+    ``restrict`` settings and the seed."""
+    restrict = check_restrict_declaration(settings.get("restrict"))
+    if restrict is None:
+        raise ValueError("restriction_key needs the npe setting restrict (it is None: off)")
+    replacement = invalid_replacement(settings.get("invalid", "exclude"), settings.get("invalid_values"), problem.feature_names())
+    content = {
+        "kind": "mechzoo-npe-restriction",
+        "entry": problem.entry_id,
+        "entry_hash": problem.entry_hash,
+        "config": dict(problem.config),
+        "pinned": {k: np.asarray(v).tolist() for k, v in sorted(problem.pinned.items())},
+        "invalid": {"rule": settings.get("invalid", "exclude"), "values": None if replacement is None else [None if np.isnan(v) else float(v) for v in replacement]},
+        "restrict": restrict,
+        "seed": int(seed),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _restriction_stream(k: int) -> str:
+    """Seed stream of pilot round k (1-based)."""
+    return "restrict" if k == 1 else f"restrict-{k}"
+
+
+def _valid_label(x):
+    """``RestrictionEstimator`` decision criterion: x holds the valid label (1/0) in column 0."""
+    return x[:, 0] > 0.5
+
+
+def train_restriction(problem: Problem, settings: Mapping[str, Any], *, seed: int = 0, progress: bool = True):
+    """The pilot simulations, classifier and restricted prior of the ``restrict`` setting.
+
+    Cached in ``<cache>/npe/<entry>-restriction-<key>.pt`` (the restricted prior after every round)
+    and ``.json`` (the record) under :func:`restriction_key`: a cached restriction is reused
+    without training (the pilot banks are read back from the bank cache), so a main bank that
+    was interrupted resumes with the same restricted prior. See the module docstring for the
+    procedure.
+
+    Returns
+    -------
+    prior : ClassifierRestrictedPrior
+        The restricted prior after the last round.
+    record : dict
+        The ``restriction_*`` figures of the module docstring (without the NPE-side ones), and
+        ``reused_restriction`` (1 when loaded from the cache).
+    rounds : list of (theta (n, D), x (n, F))
+        The raw pilot simulations of every round.
+
+    Raises
+    ------
+    ValueError
+        Bad settings (:func:`check_restrict_declaration`).
+    RuntimeError
+        A pilot with fewer than 2 valid simulations, or a classifier validation split without a
+        valid simulation, or a restriction that accepts no prior draw.
+    """
+    import torch
+
+    settings = {**DEFAULTS, **dict(settings)}
+    restrict = check_restrict_declaration(settings["restrict"])
+    if restrict is None:
+        raise ValueError("train_restriction needs the npe setting restrict (it is None: off)")
+    replacement = invalid_replacement(settings["invalid"], settings["invalid_values"], problem.feature_names())
+    key = restriction_key(problem, settings, seed)
+    path = cache_dir() / "npe" / f"{problem.entry_id}-restriction-{key}.pt"
+    record_path = path.with_suffix(".json")
+    n0, n_rounds = int(restrict["simulations"]), int(restrict["rounds"])
+    bank_kw = {"chunk_size": int(settings["chunk_size"]), "progress": progress, "executor": settings["executor"], "workers": settings["workers"]}
+
+    if path.exists() and record_path.exists():
+        priors = torch.load(path, map_location="cpu", weights_only=False)["priors"]
+        record = {**json.loads(record_path.read_text()), "reused_restriction": 1}
+        rounds = [simulate_bank(problem, n0, seed=seed, stream=_restriction_stream(k), prior=None if k == 1 else priors[k - 2], **bank_kw) for k in range(1, n_rounds + 1)]
+        return priors[-1], record, rounds
+
+    from sbi.utils import RestrictionEstimator
+
+    base = problem.torch_prior()
+    probe_seed = _torch_seed(seed, "restrict-probe")
+    estimator = None
+    regions: list[Any] = []
+    hashes: list[str] = []
+    priors: list[Any] = []
+    rounds: list[tuple[np.ndarray, np.ndarray]] = []
+    fractions: list[float] = []
+    t_sim = t_train = 0.0
+    current = None
+    for k in range(1, n_rounds + 1):
+        t = time.perf_counter()
+        theta, x = simulate_bank(problem, n0, seed=seed, stream=_restriction_stream(k), prior=current, **bank_kw)
+        t_sim += time.perf_counter() - t
+        rounds.append((theta, x))
+        _, valid, counts = handle_invalid(x, replacement)
+        fractions.append(float(valid.mean()))
+        if k == 1 and valid.sum() < 2:
+            raise RuntimeError(
+                f"only {int(valid.sum())} of {n0} prior pilot simulations are valid under invalid = {settings['invalid']!r} "
+                f"(non-finite values per feature {dict(zip(problem.feature_names(), counts['invalid_feature_counts']))}); "
+                "the restriction classifier needs valid examples (fix: a larger restrict['simulations'])"
+            )
+        t = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_torch_seed(seed, f"restrict-classifier-{k}"))
+            if estimator is None:
+                estimator = RestrictionEstimator(
+                    prior=base,
+                    model=restrict["model"],
+                    decision_criterion=_valid_label,
+                    hidden_features=restrict["hidden_features"],
+                    num_blocks=restrict["num_blocks"],
+                )
+            estimator.append_simulations(torch.from_numpy(np.array(theta, dtype=np.float32)), torch.from_numpy(valid.astype(np.float32)[:, None]))
+            with contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO()):  # sbi prints the epochs
+                classifier = estimator.train(
+                    training_batch_size=restrict["training_batch_size"],
+                    learning_rate=restrict["learning_rate"],
+                    validation_fraction=restrict["validation_fraction"],
+                    stop_after_epochs=restrict["stop_after_epochs"],
+                    max_num_epochs=restrict["max_num_epochs"],
+                )
+            try:
+                with torch.no_grad():  # the threshold is computed from the classifier's outputs
+                    region = estimator.restrict_prior(allowed_false_negatives=restrict["allowed_false_negatives"])
+            except (RuntimeError, IndexError) as exc:
+                raise RuntimeError(
+                    f"the restriction classifier's validation split (validation_fraction = {restrict['validation_fraction']} of the "
+                    f"{n0} prior pilot simulations, {int(valid.sum())} of them valid) holds no valid simulation, so its threshold "
+                    "cannot be set (fix: a larger restrict['simulations'] or validation_fraction)"
+                ) from exc
+        regions.append(copy.deepcopy(region))  # frozen: the estimator keeps training the same network in later rounds
+        hashes.append(_module_hash(classifier))
+        current = _make_restricted_prior(base, regions, key=key, classifier_hashes=hashes, probe_seed=probe_seed, n_probe=restrict["acceptance_samples"])
+        priors.append(current)
+        t_train += time.perf_counter() - t
+
+    theta1, x1 = rounds[0]
+    valid1 = handle_invalid(x1, replacement)[1]
+    accepted1 = current.accepts(theta1).numpy()
+    record = {
+        "restriction_key": key,
+        "restriction_fingerprint": current.fingerprint,
+        "restriction_rounds": n_rounds,
+        "n_restriction_simulations": n0 * n_rounds,
+        "restriction_valid_fraction": fractions[0],
+        "restriction_round_valid_fractions": fractions,
+        "restricted_prior_acceptance": current.acceptance,
+        "restriction_round_acceptance": [p.acceptance for p in priors],
+        "restriction_pilot_valid_accepted": float(accepted1[valid1].mean()) if valid1.any() else float("nan"),
+        "restriction_pilot_invalid_rejected": float((~accepted1[~valid1]).mean()) if (~valid1).any() else float("nan"),
+        "restriction_training_wall_time_s": t_train,
+        "restriction_simulation_wall_time_s": t_sim,
+        "restriction_path": str(path),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"priors": priors}, tmp)
+    os.replace(tmp, path)
+    tmp_json = path.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(record))
+    os.replace(tmp_json, record_path)
+    record["reused_restriction"] = 0
+    return current, record, rounds
 
 
 _TRAINING_KEYS = ("num_simulations", "density_estimator", "training_batch_size", "learning_rate", "stop_after_epochs", "max_num_epochs")
@@ -247,8 +817,8 @@ _TRAINING_KEYS = ("num_simulations", "density_estimator", "training_batch_size",
 
 def estimator_key(problem: Problem, settings: Mapping[str, Any], seed: int) -> str:
     """Content hash of what determines a trained estimator: entry (and its file hash), simulator
-    configuration, training settings, the ``invalid`` rule (when not the default ``"exclude"``) and
-    seed. Observation-dependent settings are excluded, so one trained estimator serves every
+    configuration, training settings, the ``invalid`` rule (when not the default ``"exclude"``), the
+    ``restrict`` settings (when on) and seed. Observation-dependent settings are excluded, so one trained estimator serves every
     observation (amortisation)."""
     content = {
         "entry": problem.entry_id,
@@ -262,40 +832,75 @@ def estimator_key(problem: Problem, settings: Mapping[str, Any], seed: int) -> s
     if settings.get("invalid", "exclude") != "exclude":  # the training set depends on it; "exclude" keeps existing keys
         replacement = invalid_replacement(settings["invalid"], settings.get("invalid_values"), problem.feature_names())
         content["invalid"] = {"rule": settings["invalid"], "values": [None if np.isnan(v) else float(v) for v in replacement]}
+    if settings.get("restrict") is not None:  # only when on, so that existing keys are unchanged
+        content["restrict"] = check_restrict_declaration(settings["restrict"])
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _train(problem: Problem, settings: Mapping[str, Any], seed: int, progress: bool, replacement: np.ndarray | None) -> tuple[Any, dict[str, Any]]:
     """Simulate the bank and train the estimator on the simulations the ``invalid`` rule keeps
-    (:func:`handle_invalid` with ``replacement``); returns (posterior, training record)."""
+    (:func:`handle_invalid` with ``replacement``); returns (posterior, training record).
+
+    With ``restrict`` (module docstring, "Restricted prior"): the restriction is trained (or read
+    from the cache) first, the bank (stream ``"restricted"``) is drawn from the restricted prior,
+    the training set pools the bank's valid simulations with the pilot's valid simulations inside
+    the final accepted region, and the restricted prior is the NPE prior."""
     import torch
     from sbi.inference import NPE
     from torch.utils.tensorboard import SummaryWriter
 
+    restrict = check_restrict_declaration(settings.get("restrict"))
     n = int(settings["num_simulations"])
-    t0 = time.perf_counter()
-    theta, x = simulate_bank(
-        problem, n, seed=seed, chunk_size=int(settings["chunk_size"]), progress=progress, executor=settings["executor"], workers=settings["workers"]
-    )
-    t_sim = time.perf_counter() - t0
+    bank_kw = {"chunk_size": int(settings["chunk_size"]), "progress": progress, "executor": settings["executor"], "workers": settings["workers"]}
+    extra: dict[str, Any] = {}
+    if restrict is None:
+        prior = problem.torch_prior()
+        t0 = time.perf_counter()
+        theta, x = simulate_bank(problem, n, seed=seed, **bank_kw)
+        t_sim = time.perf_counter() - t0
+        in_region = np.ones(n, dtype=bool)
+    else:
+        prior, extra, rounds = train_restriction(problem, settings, seed=seed, progress=progress)
+        t0 = time.perf_counter()
+        theta_bank, x_bank = simulate_bank(problem, n, seed=seed, stream="restricted", prior=prior, **bank_kw)
+        t_sim = time.perf_counter() - t0
+        theta_pilot = np.concatenate([r[0] for r in rounds], axis=0)
+        x_pilot = np.concatenate([r[1] for r in rounds], axis=0)
+        # the bank's θ are in the region by construction; pilot θ are kept only inside the final region
+        in_region = np.concatenate([prior.accepts(theta_pilot).numpy(), np.ones(n, dtype=bool)])
+        theta = np.concatenate([theta_pilot, theta_bank], axis=0)
+        x = np.concatenate([x_pilot, x_bank], axis=0)
+    n_total = theta.shape[0]
     x, valid, counts = handle_invalid(x, replacement)
-    if valid.sum() < 10:
+    keep = valid & in_region
+    if keep.sum() < 10:
         raise RuntimeError(
-            f"only {int(valid.sum())} of {n} simulations are valid under invalid = {settings['invalid']!r} "
+            f"only {int(keep.sum())} of {n_total} simulations are valid under invalid = {settings['invalid']!r} "
             f"(non-finite values per feature {dict(zip(problem.feature_names(), counts['invalid_feature_counts']))}); cannot train NPE "
-            "(fix: a larger num_simulations, or invalid = 'replace' with invalid_values for the features that are often missing)"
+            "(fix: a larger num_simulations, invalid = 'replace' with invalid_values for the features that are often missing, "
+            "or the restrict setting for a simulator whose prior draws are mostly invalid)"
+        )
+    if restrict is not None:
+        n_pilot = n_total - n
+        extra.update(
+            {
+                "n_bank_simulations": n,
+                "bank_valid_fraction": float(valid[n_pilot:].mean()),
+                "n_restriction_training_simulations": int(keep[:n_pilot].sum()),
+                "n_restriction_valid_rejected": int((valid & ~in_region)[:n_pilot].sum()),
+            }
         )
     t1 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         writer = SummaryWriter(log_dir=str(cache_dir() / "sbi-logs"))  # sbi would write into the working folder
         inference = NPE(
-            prior=problem.torch_prior(),
+            prior=prior,
             density_estimator=str(settings["density_estimator"]),
             show_progress_bars=progress,
             summary_writer=writer,
         )
-        inference.append_simulations(torch.as_tensor(theta[valid], dtype=torch.float32), torch.as_tensor(x[valid], dtype=torch.float32))
+        inference.append_simulations(torch.as_tensor(theta[keep], dtype=torch.float32), torch.as_tensor(x[keep], dtype=torch.float32))
         estimator = inference.train(
             training_batch_size=int(settings["training_batch_size"]),
             learning_rate=float(settings["learning_rate"]),
@@ -306,8 +911,8 @@ def _train(problem: Problem, settings: Mapping[str, Any], seed: int, progress: b
         posterior = inference.build_posterior(estimator)
         writer.close()
     record = {
-        "n_simulations": n,
-        "n_training_simulations": int(valid.sum()),
+        "n_simulations": n_total,
+        "n_training_simulations": int(keep.sum()),
         "n_invalid_simulations": counts["n_invalid"],
         "n_replaced_simulations": counts["n_replaced"],
         "n_excluded_simulations": counts["n_excluded"],
@@ -317,6 +922,7 @@ def _train(problem: Problem, settings: Mapping[str, Any], seed: int, progress: b
         "simulation_wall_time_s": t_sim,
         "training_wall_time_s": time.perf_counter() - t1,
         "epochs_trained": int(inference.summary.get("epochs_trained", [0])[-1]),
+        **extra,
     }
     return posterior, record
 
@@ -334,6 +940,12 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
     ``n_replaced_simulations``, ``n_excluded_simulations``, per-feature ``invalid_feature_counts``
     and ``replaced_feature_counts``; older cached records have only the first and the per-feature
     invalid counts) and in the ``calibration`` group's attrs for the SBC set.
+
+    With ``restrict`` (module docstring, "Restricted prior"), the bank is drawn from the restricted
+    prior, which is the NPE prior, so the posterior is restricted to the accepted region and
+    conditional on valid features; SBC draws from the same restricted prior; the restriction's
+    figures are in the attrs (``restriction_*``, ``n_bank_simulations``, ``bank_valid_fraction``)
+    and ``n_simulations`` counts pilot and bank simulations.
 
     Groups besides ``posterior``/``observed_data``: ``calibration`` (SBC, :func:`_sbc`) and,
     unless ``ppc_draws`` and ``ppc_noise_seeds`` are both 0, ``posterior_predictive``
@@ -377,7 +989,12 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
         torch.manual_seed(int(seed) + 1)
         draws = posterior.sample((int(settings["num_draws"]),), x=torch.as_tensor(x_o, dtype=torch.float32), show_progress_bars=False)
         draws = draws.to(torch.float64).numpy()
-        calibration = _sbc(problem, posterior, settings, seed, progress, replacement)
+        sbc_prior = None
+        if settings["restrict"] is not None:
+            sbc_prior = posterior.prior  # the restricted prior the estimator was trained with
+            if not isinstance(getattr(sbc_prior, "fingerprint", None), str):
+                raise RuntimeError(f"the cached estimator {path} was not trained with a restricted prior; delete it and rerun")
+        calibration = _sbc(problem, posterior, settings, seed, progress, replacement, prior=sbc_prior)
     record["sampling_wall_time_s"] = time.perf_counter() - t_sample
     groups = {"calibration": calibration}
     t_ppc = time.perf_counter()
@@ -407,7 +1024,9 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
     )
 
 
-def _sbc(problem: Problem, posterior, settings: Mapping[str, Any], seed: int, progress: bool, replacement: np.ndarray | None = None) -> xr.Dataset:
+def _sbc(
+    problem: Problem, posterior, settings: Mapping[str, Any], seed: int, progress: bool, replacement: np.ndarray | None = None, prior: Any = None
+) -> xr.Dataset:
     """Ranks of held-out true parameters among posterior draws (Talts et al. 2018).
 
     Held-out pairs come from the ``calib`` seed stream (never overlapping the training bank).
@@ -415,16 +1034,31 @@ def _sbc(problem: Problem, posterior, settings: Mapping[str, Any], seed: int, pr
     ``replacement``): excluded simulations are dropped, replaced values used, and both counted in
     the attrs (``n_invalid``, ``n_replaced``, ``n_excluded``, per-feature counts). The
     coordinate ``bank_row`` gives each kept simulation's row in the ``calib`` bank.
+
+    With a restricted ``prior`` (the estimator's NPE prior), θ are drawn from it (stream
+    ``calib-restricted``, bank keyed by its fingerprint) and only valid simulations are ranked:
+    the ranks then test the estimator against the distribution it was trained on, p_r(θ)
+    P(valid | θ) p(x | θ, valid). The attrs record ``sbc_prior`` (``"prior"`` or
+    ``"restricted"``) and, when restricted, ``restriction_fingerprint``.
     """
     import torch
 
     n = int(settings["sbc_simulations"])
     L = int(settings["sbc_draws"])
     names = problem.flat_names()
+    stream = "calib" if prior is None else "calib-restricted"
     if n <= 0:
         return xr.Dataset(attrs={"n_sbc": 0})
     theta, x = simulate_bank(
-        problem, n, seed=seed, stream="calib", chunk_size=int(settings["chunk_size"]), progress=False, executor=settings["executor"], workers=settings["workers"]
+        problem,
+        n,
+        seed=seed,
+        stream=stream,
+        chunk_size=int(settings["chunk_size"]),
+        progress=False,
+        executor=settings["executor"],
+        workers=settings["workers"],
+        prior=prior,
     )
     x, valid, counts = handle_invalid(x, replacement)
     attrs = {
@@ -436,8 +1070,11 @@ def _sbc(problem: Problem, posterior, settings: Mapping[str, Any], seed: int, pr
         "n_excluded": counts["n_excluded"],
         "invalid_feature_counts": counts["invalid_feature_counts"],
         "replaced_feature_counts": counts["replaced_feature_counts"],
-        "stream": "calib",
+        "stream": stream,
+        "sbc_prior": "prior" if prior is None else "restricted",
     }
+    if prior is not None:
+        attrs["restriction_fingerprint"] = prior.fingerprint
     rows = np.flatnonzero(valid)
     theta, x = theta[valid], x[valid]
     if rows.size == 0:

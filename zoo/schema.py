@@ -84,10 +84,12 @@ class RoutesDecl(_Strict):
     @classmethod
     def _npe_invalid_rule(cls, v: dict[str, Any]) -> dict[str, Any]:
         """How invalid (non-finite) features are handled is declared per entry: ``invalid`` =
-        ``"exclude"`` or ``"replace"`` with ``invalid_values`` (mechzoo.inference.npe)."""
-        from mechzoo.inference.npe import check_invalid_declaration
+        ``"exclude"`` or ``"replace"`` with ``invalid_values``, and optionally a ``restrict``
+        table for a classifier-restricted prior (mechzoo.inference.npe)."""
+        from mechzoo.inference.npe import check_invalid_declaration, check_restrict_declaration
 
         check_invalid_declaration(v.get("invalid", "exclude"), v.get("invalid_values"))
+        check_restrict_declaration(v.get("restrict"))
         return v
 
     @model_validator(mode="after")
