@@ -99,11 +99,14 @@ class _Checkpoint:
     ``directory/chain-<c>.npz`` (write to a temporary file, then rename: a crash never leaves a
     torn file): the natural parameter values in the problem's flat order (``theta``, (n, D)),
     whether the draw was a tuning draw, and the NUTS/HMC statistics (``model_logp``,
-    ``diverging``, ``step_size``, ``tree_depth`` or ``n_steps`` where the sampler reports them).
+    ``diverging``, ``step_size``, ``tree_depth``, ``tree_size``, ``n_steps``, ``energy``; NaN
+    where the sampler does not report one).
     An interrupted run thus keeps its draws; read them with :func:`load_checkpoint`.
     """
 
-    _STATS = ("model_logp", "diverging", "step_size", "tree_depth", "n_steps", "energy")
+    #: checkpoint name -> PyMC's per-draw stat name (NUTS: depth, tree_size; HMC: n_steps)
+    _STATS = {"model_logp": "model_logp", "diverging": "diverging", "step_size": "step_size", "tree_depth": "depth",
+              "tree_size": "tree_size", "n_steps": "n_steps", "energy": "energy"}
 
     def __init__(self, directory, model, problem: Problem, every: int):
         from pathlib import Path
@@ -125,8 +128,8 @@ class _Checkpoint:
         buf["theta"].append(np.concatenate([np.ravel(v) for v in values]))
         buf["tuning"].append(bool(draw.tuning))
         stats = draw.stats[0] if isinstance(draw.stats, (list, tuple)) and draw.stats else (draw.stats or {})
-        for k in self._STATS:
-            buf[k].append(float(stats.get(k, np.nan)))
+        for k, pymc_name in self._STATS.items():
+            buf[k].append(float(stats.get(pymc_name, np.nan)))
         if len(buf["theta"]) % self.every == 0 or draw.is_last:
             self._write(int(draw.chain))
 

@@ -157,6 +157,8 @@ def test_nuts_checkpoint_keeps_every_draw(tmp_path):
     draws = np.concatenate([res["posterior"]["intercept"].values[..., None], res["posterior"]["slopes"].values], axis=-1)
     np.testing.assert_allclose(post, draws, rtol=1e-12)
     assert int(ck["tuning"].sum()) == 40
+    np.testing.assert_array_equal(ck["tree_depth"].where(~ck["tuning"]).dropna("draw", how="all").values,
+                                  res["sample_stats"]["tree_depth"].values)
     np.testing.assert_array_equal(ck["diverging"].where(~ck["tuning"]).dropna("draw", how="all").values.astype(bool),
                                   res["sample_stats"]["diverging"].values)
 
