@@ -176,7 +176,7 @@ def load_checkpoint(directory) -> xr.Dataset:
     )
     ds["tuning"] = (("chain", "draw"), np.stack([pad(d["tuning"], True) for d in data]))
     for k in _Checkpoint._STATS:
-        ds[k] = (("chain", "draw"), np.stack([pad(d[k], np.nan) for d in data]))
+        ds[k] = (("chain", "draw"), np.stack([pad(d.get(k, np.full(len(d["theta"]), np.nan)), np.nan) for d in data]))
     ds.attrs["n_draws_per_chain"] = [int(len(d["theta"])) for d in data]
     return ds
 
