@@ -11,9 +11,14 @@ nutpie where it is installed. Warm-up draws are kept (``warmup_posterior``,
 are ``step_scale = 0.0025``, ``path_length = 0.1``, ``tune = 20``, ``draws = 2000``
 (specs/mesogif.md §4.7) and are set in that entry.
 
-Long runs: ``checkpoint_dir`` writes every chain's draws to disk as they come (every
-``checkpoint_every`` draws), so an interrupted run keeps what it drew (:func:`load_checkpoint`);
-``init`` may name a saved result (e.g. a MAP fit) to start from instead of re-running the MAP.
+Long runs: with ``checkpoint_dir`` each chain runs in its own process (``cores`` at a time) and
+writes its draws and its complete sampler state (step method with adaptation and random
+generator, current point) every ``checkpoint_every`` iterations; rerunning the same fit with the
+same ``checkpoint_dir`` resumes every chain exactly where it stopped (the draws equal an
+uninterrupted run's), and :func:`load_checkpoint` reads what was drawn at any time.
+``checkpoint_stop_after`` (testing aid) stops each chain after that many iterations, as an
+interruption would. ``init`` may name a saved result (e.g. a MAP fit) to start from instead of
+re-running the MAP.
 
 ``mass_matrix`` (NUTS): ``"diag"`` (PyMC's ``adapt_diag``, default), ``"full"`` (``adapt_full``)
 or ``"hessian"``: a dense metric started from the inverse Hessian at the initial point (the
@@ -31,7 +36,7 @@ import xarray as xr
 from .problem import Problem
 from .result import make_result
 
-__all__ = ["run", "load_checkpoint", "NUTS_DEFAULTS", "HMC_DEFAULTS"]
+__all__ = ["run", "load_checkpoint", "CheckpointInterrupted", "NUTS_DEFAULTS", "HMC_DEFAULTS"]
 
 NUTS_DEFAULTS: dict[str, Any] = {
     "draws": 1000,
@@ -47,6 +52,7 @@ NUTS_DEFAULTS: dict[str, Any] = {
     "map_init_bounds": None,
     "checkpoint_dir": None,
     "checkpoint_every": 25,
+    "checkpoint_stop_after": None,
     "mass_matrix": "diag",
 }
 HMC_DEFAULTS: dict[str, Any] = {
@@ -63,6 +69,7 @@ HMC_DEFAULTS: dict[str, Any] = {
     "map_init_bounds": None,
     "checkpoint_dir": None,
     "checkpoint_every": 25,
+    "checkpoint_stop_after": None,
 }
 
 
@@ -92,61 +99,82 @@ def _initial_values(problem: Problem, settings: Mapping[str, Any], seed: int) ->
     return init, {"map_log_posterior": float(res["sample_stats"]["lp"].values[0, 0]), "map_wall_time_s": res.attrs["wall_time_s"]}
 
 
-class _Checkpoint:
-    """Per-draw callback that keeps what each chain has drawn on disk while sampling runs.
+#: checkpoint name -> PyMC's per-draw stat name (NUTS: depth, tree_size; HMC: n_steps)
+_STATS = {"model_logp": "model_logp", "diverging": "diverging", "step_size": "step_size", "tree_depth": "depth",
+          "tree_size": "tree_size", "n_steps": "n_steps", "energy": "energy"}
 
-    Every ``every`` draws (and at the last one) chain ``c`` is written to
-    ``directory/chain-<c>.npz`` (write to a temporary file, then rename: a crash never leaves a
-    torn file): the natural parameter values in the problem's flat order (``theta``, (n, D)),
-    whether the draw was a tuning draw, and the NUTS/HMC statistics (``model_logp``,
-    ``diverging``, ``step_size``, ``tree_depth``, ``tree_size``, ``n_steps``, ``energy``; NaN
-    where the sampler does not report one).
-    An interrupted run thus keeps its draws; read them with :func:`load_checkpoint`.
+
+class CheckpointInterrupted(RuntimeError):
+    """Raised when ``checkpoint_stop_after`` stops the chains (a stand-in for an interruption)."""
+
+
+def _atomic_write_bytes(path, data: bytes) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _chain_worker(payload: bytes) -> int:
+    """Run (or resume) one chain with the step method in ``payload`` (see :func:`_run_resumable`).
+
+    Every ``every`` iterations the chain's draws (``chain-<c>.npz``) and its complete state
+    (``chain-<c>.state.pkl``: the step method with its adaptation and random generator, the
+    current point and the iteration) are written atomically. A rerun loads the state and
+    continues the same Markov chain exactly where it stopped, so an interrupted-and-resumed run
+    gives the same draws as an uninterrupted one.
     """
+    import io
+    from pathlib import Path
 
-    #: checkpoint name -> PyMC's per-draw stat name (NUTS: depth, tree_size; HMC: n_steps)
-    _STATS = {"model_logp": "model_logp", "diverging": "diverging", "step_size": "step_size", "tree_depth": "depth",
-              "tree_size": "tree_size", "n_steps": "n_steps", "energy": "energy"}
+    import cloudpickle
 
-    def __init__(self, directory, model, problem: Problem, every: int):
-        from pathlib import Path
+    job = cloudpickle.loads(payload)
+    d = Path(job["dir"])
+    c = int(job["chain"])
+    tune, draws, every = int(job["tune"]), int(job["draws"]), max(1, int(job["every"]))
+    total = tune + draws
+    state_path = d / f"chain-{c}.state.pkl"
+    if state_path.exists():
+        state = cloudpickle.loads(state_path.read_bytes())
+        step, point, i0, buf = state["step"], state["point"], int(state["i"]), state["buf"]
+    else:
+        step, point, i0 = job["step"], job["start"], 0
+        buf = {"theta": [], "tuning": [], **{k: [] for k in _STATS}}
+        step.setup_chain(np.random.default_rng([int(job["seed"]), c]), tune, draws)
+        step.tune = bool(tune)
+        if hasattr(step, "reset_tuning"):
+            step.reset_tuning()
+        if hasattr(step, "iter_count"):
+            step.iter_count = 0
+    natural = job["natural"]
+    stop_after = job.get("stop_after")
 
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.every = max(1, int(every))
-        self.names = problem.flat_names()
-        # natural values of the free parameters from a point of (possibly transformed) value variables
-        by_name = {v.name: v for v in model.unobserved_value_vars}
-        self._natural = model.compile_fn(
-            [by_name[p.name] for p in problem.parameters], inputs=model.value_vars, on_unused_input="ignore", point_fn=True
-        )
-        self._buf: dict[int, dict[str, list]] = {}
+    def save(i_next: int) -> None:
+        out = io.BytesIO()
+        np.savez(out, names=np.array(job["names"]), **{k: np.asarray(v) for k, v in buf.items()})
+        _atomic_write_bytes(d / f"chain-{c}.npz", out.getvalue())
+        _atomic_write_bytes(state_path, cloudpickle.dumps({"step": step, "point": point, "i": i_next, "buf": buf}))
 
-    def __call__(self, trace, draw) -> None:
-        values = self._natural(draw.point)
-        buf = self._buf.setdefault(int(draw.chain), {"theta": [], "tuning": [], **{k: [] for k in self._STATS}})
-        buf["theta"].append(np.concatenate([np.ravel(v) for v in values]))
-        buf["tuning"].append(bool(draw.tuning))
-        stats = draw.stats[0] if isinstance(draw.stats, (list, tuple)) and draw.stats else (draw.stats or {})
-        for k, pymc_name in self._STATS.items():
-            buf[k].append(float(stats.get(pymc_name, np.nan)))
-        if len(buf["theta"]) % self.every == 0 or draw.is_last:
-            self._write(int(draw.chain))
-
-    def flush(self) -> None:
-        """Write every chain's buffer (PyMC's ``draw.is_last`` is not reliable in sequential
-        sampling, so the route flushes when sampling ends, also on error or interrupt)."""
-        for chain in self._buf:
-            self._write(chain)
-
-    def _write(self, chain: int) -> None:
-        import os
-
-        buf = self._buf[chain]
-        path = self.dir / f"chain-{chain}.npz"
-        tmp = self.dir / f".chain-{chain}.tmp.npz"
-        np.savez(tmp, names=np.array(self.names), **{k: np.asarray(v) for k, v in buf.items()})
-        os.replace(tmp, path)
+    for i in range(i0, total):
+        if i == tune:
+            step.stop_tuning()
+        point, stats = step.step(point)
+        stats = stats[0] if isinstance(stats, (list, tuple)) else stats
+        buf["theta"].append(np.concatenate([np.ravel(v) for v in natural(point)]))
+        buf["tuning"].append(i < tune)
+        for k, name in _STATS.items():
+            buf[k].append(float(stats.get(name, np.nan)))
+        if (i + 1) % every == 0 or i + 1 == total:
+            save(i + 1)
+        if stop_after is not None and i + 1 - i0 >= int(stop_after) and i + 1 < total:
+            save(i + 1)
+            return i + 1
+    return total
 
 
 def load_checkpoint(directory) -> xr.Dataset:
@@ -175,7 +203,7 @@ def load_checkpoint(directory) -> xr.Dataset:
         coords={"chain": [int(f.stem.split("-")[1]) for f in files], "draw": np.arange(n), "parameter": names},
     )
     ds["tuning"] = (("chain", "draw"), np.stack([pad(d["tuning"], True) for d in data]))
-    for k in _Checkpoint._STATS:
+    for k in _STATS:
         ds[k] = (("chain", "draw"), np.stack([pad(d.get(k, np.full(len(d["theta"]), np.nan)), np.nan) for d in data]))
     ds.attrs["n_draws_per_chain"] = [int(len(d["theta"])) for d in data]
     return ds
@@ -211,6 +239,152 @@ def _hessian_potential(problem: Problem, init: Mapping[str, np.ndarray], seed: i
     w = np.maximum(w, 1e-8 * w.max())
     cov = (v / w) @ v.T
     return quadpotential.QuadPotentialFullAdapt(n, x0, cov, initial_weight=50, rng=np.random.default_rng(seed))
+
+
+def _run_key(problem: Problem, method: str, settings: Mapping[str, Any], seed: int) -> str:
+    """What a checkpointed run must share with the run it resumes: entry, data, route, settings
+    (other than the checkpoint controls) and seed."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"entry": problem.entry_id, "entry_hash": problem.entry_hash, "method": method, "seed": int(seed),
+                         "config": problem.config, "pinned": {k: np.asarray(v).tolist() for k, v in problem.pinned.items()},
+                         "settings": {k: v for k, v in settings.items() if not k.startswith("checkpoint_") and k != "cores"}},
+                        sort_keys=True, default=str).encode())
+    for k in sorted(problem.observed):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(problem.observed[k]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _make_step(pm, model, method: str, settings: Mapping[str, Any], init, potential, seed: int):
+    """The step method and the (transformed) starting point, as ``pm.sample`` would build them."""
+    from pymc.initial_point import make_initial_point_fn
+
+    start_fn = make_initial_point_fn(model=model, overrides=dict(init or {}), jitter_rvs=set(), return_transformed=True)
+    start = start_fn(int(seed))
+    with model:
+        if method == "hmc":
+            return pm.HamiltonianMC(step_scale=float(settings["step_scale"]), path_length=float(settings["path_length"])), start
+        nuts_kwargs: dict[str, Any] = {"target_accept": float(settings["target_accept"])}
+        if "max_treedepth" in settings:
+            depth = int(settings["max_treedepth"])
+            nuts_kwargs.update(max_treedepth=depth, early_max_treedepth=min(depth, 8))
+        if potential is not None:
+            return pm.NUTS(potential=potential, **nuts_kwargs), start
+        starts, step = pm.init_nuts(init={"diag": "adapt_diag", "full": "adapt_full"}[settings["mass_matrix"]], chains=1,
+                                    initvals=[dict(init or {})], model=model, random_seed=int(seed), progressbar=False,
+                                    quiet=True, **nuts_kwargs)
+        return step, starts[0]
+
+
+def _run_resumable(problem: Problem, model, method: str, settings: Mapping[str, Any], seed: int, init, potential,
+                   progress: bool) -> tuple[dict, dict, dict]:
+    """Sample with one process per chain, writing each chain's draws *and state* to
+    ``checkpoint_dir`` every ``checkpoint_every`` iterations; a rerun with the same
+    ``checkpoint_dir`` (same entry, data, settings and seed) resumes every chain where it stopped.
+
+    Returns the posterior ``{name: (chain, draw, *shape)}``, the sample statistics and the warm-up
+    groups, assembled from the checkpoint files.
+    """
+    import json
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from pathlib import Path
+
+    import cloudpickle
+    import pymc as pm
+    from tqdm.auto import tqdm
+
+    d = Path(settings["checkpoint_dir"])
+    d.mkdir(parents=True, exist_ok=True)
+    key = _run_key(problem, method, settings, seed)
+    run_file = d / "run.json"
+    if run_file.exists():
+        old = json.loads(run_file.read_text())
+        if old.get("key") != key:
+            raise ValueError(
+                f"checkpoint_dir {str(d)!r} holds another run (key {old.get('key')}, this run {key}): "
+                "use a new folder, or the same entry, data, settings and seed to resume it"
+            )
+    else:
+        run_file.write_text(json.dumps({"key": key, "entry": problem.entry_id, "method": method, "seed": int(seed)}))
+    chains, tune, draws = int(settings["chains"]), int(settings["tune"]), int(settings["draws"])
+    step, start = _make_step(pm, model, method, settings, init, potential, seed)
+    by_name = {v.name: v for v in model.unobserved_value_vars}
+    natural = model.compile_fn([by_name[p.name] for p in problem.parameters], inputs=model.value_vars,
+                               on_unused_input="ignore", point_fn=True)
+    payloads = [cloudpickle.dumps({
+        "dir": str(d), "chain": c, "tune": tune, "draws": draws, "every": settings["checkpoint_every"], "seed": int(seed),
+        "step": step, "start": start, "natural": natural, "names": problem.flat_names(),
+        "stop_after": settings.get("checkpoint_stop_after"),
+    }) for c in range(chains)]
+    total = tune + draws
+    workers = max(1, min(int(settings["cores"]), chains))
+    bar = tqdm(total=chains * total, desc=f"{method.upper()} {problem.entry_id}", disable=not progress, unit="draw")
+
+    def done_so_far() -> int:
+        n = 0
+        for c in range(chains):
+            f = d / f"chain-{c}.npz"
+            if f.exists():
+                try:
+                    n += len(np.load(f)["tuning"])
+                except (OSError, ValueError, KeyError):  # being replaced
+                    pass
+        return n
+
+    if workers == 1:
+        reached = []
+        for payload in payloads:
+            reached.append(_chain_worker(payload))
+            bar.update(done_so_far() - bar.n)
+    else:
+        # the platform's default start method, as PyMC's own parallel sampling (fork on Linux:
+        # no re-import of the caller's __main__, so scripts need no main guard)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context()) as pool:
+            futures = [pool.submit(_chain_worker, payload) for payload in payloads]
+            while not all(f.done() for f in futures):
+                time.sleep(1.0)
+                bar.update(done_so_far() - bar.n)
+            reached = [f.result() for f in futures]
+    bar.update(done_so_far() - bar.n)
+    bar.close()
+    if any(r < total for r in reached):
+        raise CheckpointInterrupted(
+            f"stopped at iterations {reached} of {total} (checkpoint_stop_after); rerun with the same "
+            f"checkpoint_dir {str(d)!r} to resume"
+        )
+    ck = load_checkpoint(d)
+    tuning = ck["tuning"].values.astype(bool)
+    if not (np.all(tuning[:, :tune]) and not np.any(tuning[:, tune:])):
+        raise RuntimeError(f"checkpoint files in {str(d)!r} are inconsistent with tune={tune}, draws={draws}")
+
+    def split(sel: slice) -> tuple[dict, dict]:
+        theta = ck["theta"].values[:, sel]
+        post = {k: v for k, v in problem.unflatten(theta).items()}
+        stats = {
+            "lp": ck["model_logp"].values[:, sel], "diverging": ck["diverging"].values[:, sel].astype(bool),
+            "step_size": ck["step_size"].values[:, sel], "energy": ck["energy"].values[:, sel],
+        }
+        if method == "nuts":
+            stats.update(tree_depth=ck["tree_depth"].values[:, sel].astype(np.int64), n_steps=ck["tree_size"].values[:, sel])
+        else:
+            stats["n_steps"] = ck["n_steps"].values[:, sel]
+        return post, stats
+
+    post, stats = split(slice(tune, total))
+    groups = {}
+    if tune:
+        wpost, wstats = split(slice(0, tune))
+        coords = {"chain": np.arange(chains), "draw": np.arange(tune)}
+        groups["warmup_posterior"] = xr.Dataset(
+            {p.name: (("chain", "draw", *p.dims), wpost[p.name]) for p in problem.parameters},
+            coords={**coords, **{dim: problem.coords()[dim] for p in problem.parameters for dim in p.dims}},
+        )
+        groups["warmup_sample_stats"] = xr.Dataset({k: (("chain", "draw"), v) for k, v in wstats.items()}, coords=coords)
+    return post, stats, groups
 
 
 def _sample(pm, model, method: str, settings: Mapping[str, Any], kwargs: dict[str, Any], potential=None):
@@ -268,10 +442,6 @@ def run(
     )
     if init is not None:
         kwargs["initvals"] = [dict(init) for _ in range(chains)]
-    checkpoint = None
-    if settings["checkpoint_dir"]:
-        checkpoint = _Checkpoint(settings["checkpoint_dir"], model, problem, settings["checkpoint_every"])
-        kwargs["callback"] = checkpoint
     potential = None
     if method == "nuts":
         if settings["mass_matrix"] not in ("diag", "full", "hessian"):
@@ -282,27 +452,30 @@ def run(
             if settings["sampler"] != "pymc":
                 raise ValueError("mass_matrix='hessian' is implemented for sampler='pymc'")
             potential = _hessian_potential(problem, init, seed)
-    try:
+    if settings["checkpoint_dir"]:
+        if settings["sampler"] != "pymc":
+            raise ValueError("checkpoint_dir needs sampler='pymc' (the resumable driver runs PyMC's step methods)")
+        post, stats, groups = _run_resumable(problem, model, method, settings, seed, init, potential, progress)
+        wall = time.perf_counter() - t0
+        leapfrog = int(np.nansum(stats["n_steps"])) + sum(int(np.nansum(g["n_steps"].values)) for n, g in groups.items() if n == "warmup_sample_stats")
+    else:
         idata = _sample(pm, model, method, settings, kwargs, potential)
-    finally:
-        if checkpoint is not None:
-            checkpoint.flush()
-    wall = time.perf_counter() - t0
-    groups = {}
-    for name in ("warmup_posterior", "warmup_sample_stats"):
-        if name in idata.children:
-            groups[name] = idata[name].to_dataset()
-    stats = idata["sample_stats"].to_dataset()
-    leapfrog = 0
-    for g in ("sample_stats", "warmup_sample_stats"):
-        if g in idata.children:
-            ds = idata[g].to_dataset()
-            for key in ("n_steps", "tree_size"):
-                if key in ds:
-                    leapfrog += int(np.nansum(ds[key].values))
-                    break
+        wall = time.perf_counter() - t0
+        groups = {}
+        for name in ("warmup_posterior", "warmup_sample_stats"):
+            if name in idata.children:
+                groups[name] = idata[name].to_dataset()
+        stats = idata["sample_stats"].to_dataset()
+        leapfrog = 0
+        for g in ("sample_stats", "warmup_sample_stats"):
+            if g in idata.children:
+                ds = idata[g].to_dataset()
+                for key in ("n_steps", "tree_size"):
+                    if key in ds:
+                        leapfrog += int(np.nansum(ds[key].values))
+                        break
+        post = idata["posterior"].to_dataset()[[p.name for p in problem.parameters]]
     problem.counter.gradient_evaluations += leapfrog  # MAP initialisation already counted its own
-    post = idata["posterior"].to_dataset()[[p.name for p in problem.parameters]]
     return make_result(
         problem,
         route=method,

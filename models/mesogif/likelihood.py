@@ -467,6 +467,9 @@ def _make_ops():
             self.value = None
             self.grads = None
 
+        def __reduce__(self):  # pickled (e.g. to sampler processes) as an empty cache
+            return (type(self), ())
+
     def _key(inputs) -> bytes:
         return b"".join(np.ascontiguousarray(x, dtype=np.float64).tobytes() for x in inputs)
 

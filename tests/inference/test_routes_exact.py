@@ -143,24 +143,31 @@ def test_map_with_pinned_parameters_hits_conditional_mode(exact):
         mechzoo.fit(ENTRY, method="map", free=["nope"])
 
 
-def test_nuts_checkpoint_keeps_every_draw(tmp_path):
-    """``checkpoint_dir`` writes each chain's draws while sampling; what is on disk equals the
-    result's warm-up and posterior draws (so an interrupted run would keep them)."""
-    from mechzoo.inference.mcmc import load_checkpoint
+def test_nuts_checkpoint_resumes_exactly(tmp_path):
+    """``checkpoint_dir``: an interrupted run (``checkpoint_stop_after``), rerun with the same
+    folder, resumes every chain where it stopped and gives the uninterrupted run's draws."""
+    from mechzoo.inference.mcmc import CheckpointInterrupted, load_checkpoint
 
-    res = mechzoo.fit(ENTRY, method="nuts", seed=2, progress=False, draws=30, tune=20, chains=2,
-                      checkpoint_dir=str(tmp_path), checkpoint_every=7)
-    ck = load_checkpoint(tmp_path)
+    common = dict(method="nuts", seed=2, progress=False, draws=30, tune=20, chains=2, cores=1, checkpoint_every=7)
+    whole = mechzoo.fit(ENTRY, checkpoint_dir=str(tmp_path / "whole"), **common)
+    with pytest.raises(CheckpointInterrupted):
+        mechzoo.fit(ENTRY, checkpoint_dir=str(tmp_path / "cut"), checkpoint_stop_after=17, **common)
+    part = load_checkpoint(tmp_path / "cut")
+    assert part.attrs["n_draws_per_chain"] == [17, 17]
+    resumed = mechzoo.fit(ENTRY, checkpoint_dir=str(tmp_path / "cut"), **common)
+    for name in ("intercept", "slopes"):
+        np.testing.assert_array_equal(resumed["posterior"][name].values, whole["posterior"][name].values)
+        np.testing.assert_array_equal(resumed["warmup_posterior"][name].values, whole["warmup_posterior"][name].values)
+    np.testing.assert_array_equal(resumed["sample_stats"]["tree_depth"].values, whole["sample_stats"]["tree_depth"].values)
+    ck = load_checkpoint(tmp_path / "whole")
     assert ck.attrs["n_draws_per_chain"] == [50, 50]
     assert ck["parameter"].values.tolist() == ["intercept", "slopes[x1]", "slopes[x2]"]
-    post = ck["theta"].where(~ck["tuning"]).dropna("draw", how="all").values
-    draws = np.concatenate([res["posterior"]["intercept"].values[..., None], res["posterior"]["slopes"].values], axis=-1)
-    np.testing.assert_allclose(post, draws, rtol=1e-12)
     assert int(ck["tuning"].sum()) == 40
-    np.testing.assert_array_equal(ck["tree_depth"].where(~ck["tuning"]).dropna("draw", how="all").values,
-                                  res["sample_stats"]["tree_depth"].values)
-    np.testing.assert_array_equal(ck["diverging"].where(~ck["tuning"]).dropna("draw", how="all").values.astype(bool),
-                                  res["sample_stats"]["diverging"].values)
+    assert result_attrs(whole)["n_gradient_evaluations"] >= int(np.nansum(ck["tree_size"].values))
+    table = mechzoo.diagnose(whole)
+    assert np.isfinite(table["r_hat"]).all()
+    with pytest.raises(ValueError, match="holds another run"):
+        mechzoo.fit(ENTRY, checkpoint_dir=str(tmp_path / "whole"), **{**common, "draws": 31})
 
 
 def test_nuts_hessian_metric_matches_exact(exact):
