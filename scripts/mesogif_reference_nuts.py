@@ -2,10 +2,12 @@
 
 14 parameters, 20 s of meso-generated data (sine input, seed 1; 10 s burn-in, 10 s summed),
 2 chains x ``--draws`` after ``--tune``, started at a saved MAP fit (``--init``, e.g. from
-``scripts/mesogif_recovery.py``) with a dense metric from the inverse Hessian there. Every
-chain's draws are written to ``<out>/checkpoint`` while sampling (an interrupted run keeps them:
-``mechzoo.inference.mcmc.load_checkpoint``); the result goes to ``<out>/nuts.nc`` and, with
-``--install``, to the entry's reference posterior shipped with the package.
+``scripts/mesogif_recovery.py``) with a dense metric from the curvature there
+(``mass_matrix="hessian"``). Each chain runs in its own process and writes its draws and its
+sampler state to ``<out>/checkpoint`` every 10 iterations: **rerun the same command to resume**
+an interrupted run exactly where it stopped (``mechzoo.inference.mcmc.load_checkpoint`` reads
+what was drawn at any time). The result goes to ``<out>/nuts.nc`` and, with ``--install``, to
+the entry's reference posterior shipped with the package.
 
     .venv/bin/python scripts/mesogif_reference_nuts.py --init results/mesogif-recovery/map-all.nc
 """
