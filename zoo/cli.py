@@ -88,8 +88,14 @@ def _cmd_fit(args) -> int:
     print(f"\n{attrs['entry_id']} · {attrs['route']} · seed {args.seed} · wall {attrs['wall_time_s']:.1f} s")
     with np.printoptions(precision=4):
         print(table.to_string(float_format=lambda v: f"{v:.4g}"))
-    extra = {k: v for k, v in attrs.items() if k not in ("entry_id", "route", "wall_time_s") and v is not None}
+    tables = {k: v for k, v in attrs.items() if isinstance(v, dict) and v and all(isinstance(r, dict) for r in v.values())}
+    extra = {k: v for k, v in attrs.items() if k not in ("entry_id", "route", "wall_time_s", *tables) and v is not None}
     print("  " + "  ".join(f"{k}={v}" for k, v in extra.items()))
+    for name, rows in tables.items():  # e.g. the posterior predictive check, one row per feature
+        import pandas as pd
+
+        print(f"\n{name}:")
+        print(pd.DataFrame.from_dict(rows, orient="index").to_string(float_format=lambda v: f"{v:.4g}"))
     if args.out:
         print(f"result saved to {args.out}")
     return 0

@@ -687,10 +687,10 @@ def _prior_text(p) -> str:
         return fmt_value(p.prior)
 
 
-def _table_diagnostics(table) -> str:
+def _table_diagnostics(table, label: str = "parameter") -> str:
     cols = list(table.columns)
     rows = [[lit(idx)] + [esc(fmt_number(table.loc[idx, c])) for c in cols] for idx in table.index]
-    return list_table(["parameter", *[esc(c) for c in cols]], rows, cls="mz-diagnostics")
+    return list_table([label, *[esc(c) for c in cols]], rows, cls="mz-diagnostics")
 
 
 _COST_KEYS = ("wall_time_s", "n_simulations", "n_loglik_evaluations", "n_gradient_evaluations")
@@ -785,8 +785,14 @@ def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thum
                 table = mechzoo.diagnose(res)
                 L += [".. rubric:: Diagnostics from mechzoo.diagnose", "", _table_diagnostics(table), ""]
                 info = {k: v for k, v in table.attrs.items() if k not in (*_COST_KEYS, "route", "entry_id") and v is not None}
+                nested = {k: v for k, v in info.items() if isinstance(v, dict) and v and all(isinstance(r, dict) for r in v.values())}
+                info = {k: v for k, v in info.items() if k not in nested}
                 if info:
                     L += [f"- {lit(k)}: {lit(fmt_value(v))}" for k, v in info.items()] + [""]
+                for name, rows in nested.items():  # e.g. the posterior predictive check, one row per feature
+                    import pandas as pd
+
+                    L += [f".. rubric:: {esc(name)}", "", _table_diagnostics(pd.DataFrame.from_dict(rows, orient="index"), label="row"), ""]
             except Exception as exc:
                 L += [".. error::", "", f"   ``mechzoo.diagnose`` failed: {lit(_short(exc))}", ""]
             from mechzoo.inference.result import result_attrs
