@@ -285,6 +285,20 @@ def _run_key(problem: Problem, method: str, settings: Mapping[str, Any], seed: i
     return h.hexdigest()[:16]
 
 
+def _all_chains_saved(problem: Problem, method: str, settings: Mapping[str, Any], seed: int) -> bool:
+    """True if ``checkpoint_dir`` holds this run (same key) and a saved state for every chain."""
+    import json
+    from pathlib import Path
+
+    if not settings.get("checkpoint_dir"):
+        return False
+    d = Path(settings["checkpoint_dir"])
+    run_file = d / "run.json"
+    if not run_file.exists() or json.loads(run_file.read_text()).get("key") != _run_key(problem, method, settings, seed):
+        return False
+    return all((d / f"chain-{c}.state.pkl").exists() for c in range(int(settings["chains"])))
+
+
 def _make_step(pm, model, method: str, settings: Mapping[str, Any], init, potential, seed: int):
     """The step method and the (transformed) starting point, as ``pm.sample`` would build them."""
     from pymc.initial_point import make_initial_point_fn
@@ -338,7 +352,10 @@ def _run_resumable(problem: Problem, model, method: str, settings: Mapping[str, 
     else:
         run_file.write_text(json.dumps({"key": key, "entry": problem.entry_id, "method": method, "seed": int(seed)}))
     chains, tune, draws = int(settings["chains"]), int(settings["tune"]), int(settings["draws"])
-    step, start = _make_step(pm, model, method, settings, init, potential, seed)
+    if all((d / f"chain-{c}.state.pkl").exists() for c in range(chains)):
+        step, start = None, None  # every chain continues from its saved state
+    else:
+        step, start = _make_step(pm, model, method, settings, init, potential, seed)
     by_name = {v.name: v for v in model.unobserved_value_vars}
     natural = model.compile_fn([by_name[p.name] for p in problem.parameters], inputs=model.value_vars,
                                on_unused_input="ignore", point_fn=True)
@@ -453,7 +470,9 @@ def run(
         raise ValueError(f"unknown {method} setting(s) {sorted(unknown)}; known: {sorted(defaults)}")
     settings = {**defaults, **dict(settings or {})}
     t0 = time.perf_counter()
-    init, init_info = _initial_values(problem, settings, seed)
+    resuming = _all_chains_saved(problem, method, settings, seed)
+    # a resumed run takes its points and step methods from the saved states: no MAP, no metric
+    init, init_info = (None, {"resumed_from": str(settings["checkpoint_dir"])}) if resuming else _initial_values(problem, settings, seed)
     model = problem.pymc_model()
     chains = int(settings["chains"])
     kwargs: dict[str, Any] = dict(
@@ -473,7 +492,7 @@ def run(
     if method == "nuts":
         if settings["mass_matrix"] not in ("diag", "full", "hessian"):
             raise ValueError(f"mass_matrix must be 'diag', 'full' or 'hessian' (got {settings['mass_matrix']!r})")
-        if settings["mass_matrix"] == "hessian":
+        if settings["mass_matrix"] == "hessian" and not resuming:
             if init is None:
                 raise ValueError("mass_matrix='hessian' needs an initial point: use init='map' or a saved result")
             if settings["sampler"] != "pymc":
