@@ -91,6 +91,25 @@ version and thread count; the cached restriction is reused whenever it exists, s
 campaign keeps its restriction, but retraining elsewhere (different threads, another cache) can
 give another fingerprint and then simulates new banks instead of extending the old ones.
 
+Truncated sequential rounds (one observation)
+----------------------------------------------
+The setting ``truncate`` (off by default) adds ``rounds`` rounds of truncated sequential NPE
+(TSNPE; Deistler, Gonçalves & Macke 2022, NeurIPS) after the first training: each round
+simulates ``simulations`` draws of the NPE prior (the prior, or the restricted prior) truncated
+to the high-probability region of the current posterior at the observation, intersected with
+that region's bounding box (:mod:`mechzoo.inference._truncation`: exact inverse-CDF sampling of the
+box, rejection for the region), appends the valid simulations and trains on (retrains the same
+network on) all of them by maximum likelihood. The estimate is correct at the observation (and
+at any x whose posterior lies inside the final region), **not amortised** over the prior: the
+estimator key includes the observation, SBC over the prior does not apply and is not run
+(the ``calibration`` group says why), and the attrs carry ``amortised = 0``. Per round: seed
+stream ``"truncate-r"``, bank keyed by the proposal's fingerprint, the posterior after the round
+cached beside the estimator (so that an interrupted campaign resumes with the same proposal);
+reported: ``truncation_rounds``, ``truncation_round_simulations``,
+``truncation_round_valid_fractions``, ``truncation_round_acceptance`` (HPR acceptance within the
+box), ``truncation_round_box_mass`` (prior mass of the box), ``truncation_simulation_wall_time_s``
+and ``truncation_training_wall_time_s``.
+
 Checks
 ------
 The trained posterior is saved (``estimator_path`` attribute) so that new observations can be
@@ -135,7 +154,9 @@ __all__ = [
     "handle_invalid",
     "posterior_predictive_features",
     "RESTRICT_DEFAULTS",
+    "TRUNCATE_DEFAULTS",
     "check_restrict_declaration",
+    "check_truncate_declaration",
     "restriction_key",
     "train_restriction",
 ]
@@ -158,6 +179,7 @@ DEFAULTS: dict[str, Any] = {
     "ppc_draws": 100,
     "ppc_noise_seeds": 20,
     "restrict": None,
+    "truncate": None,
 }
 """Default settings of the route. Besides the simulation budget and ``sbi`` training settings:
 
@@ -176,7 +198,18 @@ draws are mostly invalid (module docstring, "Restricted prior"): a mapping with 
 ``acceptance_samples``, the seeded prior draws that estimate the accepted fraction). With it,
 ``num_simulations`` is the size of the main bank drawn from the restricted prior (the pilot comes
 on top), and ``sbc_simulations`` are drawn from the restricted prior too. Example (TOML):
-``restrict = { simulations = 20000, rounds = 2 }``."""
+``restrict = { simulations = 20000, rounds = 2 }``.
+
+``truncate`` (default ``None``: off) adds truncated sequential rounds at the observation (module
+docstring, "Truncated sequential rounds"): a mapping with the required keys ``rounds`` and
+``simulations`` (per round) and the optional keys of :data:`TRUNCATE_DEFAULTS`. Example (TOML):
+``truncate = { rounds = 2, simulations = 20000 }``."""
+
+#: Defaults of the optional keys of the ``truncate`` setting: ``quantile`` (the posterior mass
+#: left out of the high-probability region, TSNPE's ε), ``margin`` (the box is widened by this
+#: fraction of its width on each side), ``posterior_draws`` (draws that set the threshold and the
+#: box) and ``probe`` (box draws that estimate the acceptance).
+TRUNCATE_DEFAULTS: dict[str, Any] = {"quantile": 1e-4, "margin": 0.1, "posterior_draws": 100_000, "probe": 20_000}
 
 #: Choices of the ``invalid`` setting (module docstring).
 INVALID_CHOICES = ("exclude", "replace")
@@ -263,6 +296,35 @@ def check_restrict_declaration(restrict: Any) -> dict[str, Any] | None:
             f"one batch (training_batch_size = {out['training_batch_size']}); sbi drops incomplete batches, so the classifier would not "
             "be trained (fix: more simulations or a smaller training_batch_size)"
         )
+    return out
+
+
+def check_truncate_declaration(truncate: Any) -> dict[str, Any] | None:
+    """Validate the ``truncate`` setting; returns it with defaults filled in, or None when off.
+
+    Raises ``ValueError`` naming the bad key and the fix."""
+    if truncate is None:
+        return None
+    if not isinstance(truncate, Mapping):
+        raise ValueError(f"npe setting truncate must be None (off) or a mapping such as {{'rounds': 2, 'simulations': 20000}} (got {type(truncate).__name__} {truncate!r})")
+    known = {"rounds", "simulations", *TRUNCATE_DEFAULTS}
+    unknown = sorted(set(map(str, truncate)) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in npe setting truncate; known: {sorted(known)}")
+    missing = [k for k in ("rounds", "simulations") if k not in truncate]
+    if missing:
+        raise ValueError(f"npe setting truncate needs {missing} (e.g. truncate = {{'rounds': 2, 'simulations': 20000}})")
+    out = {**TRUNCATE_DEFAULTS, **{str(k): v for k, v in truncate.items()}}
+    for key, minimum in (("rounds", 1), ("simulations", 10), ("posterior_draws", 100), ("probe", 100)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+            raise ValueError(f"npe setting truncate[{key!r}] must be an integer >= {minimum} (got {v!r})")
+        out[key] = int(v)
+    if not 0.0 <= float(out["quantile"]) < 0.5:
+        raise ValueError(f"npe setting truncate['quantile'] must be in [0, 0.5) (got {out['quantile']!r}); TSNPE uses 1e-4")
+    if not float(out["margin"]) >= 0.0:
+        raise ValueError(f"npe setting truncate['margin'] must be >= 0 (got {out['margin']!r})")
+    out["quantile"], out["margin"] = float(out["quantile"]), float(out["margin"])
     return out
 
 
@@ -381,6 +443,7 @@ def _validate_settings(problem: Problem, settings: Mapping[str, Any]) -> np.ndar
     if int(settings["ppc_noise_seeds"]) == 1:
         raise ValueError("npe setting ppc_noise_seeds must be 0 (off) or >= 2: the noise SD at the median draw needs two simulations")
     check_restrict_declaration(settings["restrict"])
+    check_truncate_declaration(settings["truncate"])
     return invalid_replacement(settings["invalid"], settings["invalid_values"], problem.feature_names())
 
 
@@ -819,7 +882,7 @@ def estimator_key(problem: Problem, settings: Mapping[str, Any], seed: int) -> s
     """Content hash of what determines a trained estimator: entry (and its file hash), simulator
     configuration, training settings, the ``invalid`` rule (when not the default ``"exclude"``), the
     ``restrict`` settings (when on) and seed. Observation-dependent settings are excluded, so one trained estimator serves every
-    observation (amortisation)."""
+    observation (amortisation) — except with ``truncate``, whose estimator is the observation's."""
     content = {
         "entry": problem.entry_id,
         "entry_hash": problem.entry_hash,
@@ -834,12 +897,21 @@ def estimator_key(problem: Problem, settings: Mapping[str, Any], seed: int) -> s
         content["invalid"] = {"rule": settings["invalid"], "values": [None if np.isnan(v) else float(v) for v in replacement]}
     if settings.get("restrict") is not None:  # only when on, so that existing keys are unchanged
         content["restrict"] = check_restrict_declaration(settings["restrict"])
+    if settings.get("truncate") is not None:  # not amortised: the estimator belongs to the observation
+        content["truncate"] = check_truncate_declaration(settings["truncate"])
+        content["observation"] = np.asarray(problem.observed_features(), dtype=np.float64).tolist()
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _train(problem: Problem, settings: Mapping[str, Any], seed: int, progress: bool, replacement: np.ndarray | None) -> tuple[Any, dict[str, Any]]:
+def _train(
+    problem: Problem, settings: Mapping[str, Any], seed: int, progress: bool, replacement: np.ndarray | None, path: Path | None = None
+) -> tuple[Any, dict[str, Any]]:
     """Simulate the bank and train the estimator on the simulations the ``invalid`` rule keeps
     (:func:`handle_invalid` with ``replacement``); returns (posterior, training record).
+
+    With ``truncate`` (module docstring, "Truncated sequential rounds") the truncated rounds
+    follow (:func:`_truncated_rounds`); ``path`` (the estimator's cache path) names the cached
+    posterior of every round.
 
     With ``restrict`` (module docstring, "Restricted prior"): the restriction is trained (or read
     from the cache) first, the bank (stream ``"restricted"``) is drawn from the restricted prior,
@@ -901,18 +973,32 @@ def _train(problem: Problem, settings: Mapping[str, Any], seed: int, progress: b
             summary_writer=writer,
         )
         inference.append_simulations(torch.as_tensor(theta[keep], dtype=torch.float32), torch.as_tensor(x[keep], dtype=torch.float32))
-        estimator = inference.train(
-            training_batch_size=int(settings["training_batch_size"]),
-            learning_rate=float(settings["learning_rate"]),
-            stop_after_epochs=int(settings["stop_after_epochs"]),
-            max_num_epochs=int(settings["max_num_epochs"]),
-            show_train_summary=False,
-        )
+        train_kw = {
+            "training_batch_size": int(settings["training_batch_size"]),
+            "learning_rate": float(settings["learning_rate"]),
+            "stop_after_epochs": int(settings["stop_after_epochs"]),
+            "max_num_epochs": int(settings["max_num_epochs"]),
+            "show_train_summary": False,
+        }
+        estimator = inference.train(**train_kw)
         posterior = inference.build_posterior(estimator)
+        epochs = [int(inference.summary.get("epochs_trained", [0])[-1])]
+        if check_truncate_declaration(settings.get("truncate")) is not None:
+            posterior, trunc, trunc_counts = _truncated_rounds(problem, settings, seed, progress, replacement, path, inference, posterior, prior, train_kw, bank_kw)
+            extra.update(trunc)
+            n_total += trunc["n_truncation_simulations"]
+            for k in ("n_invalid", "n_replaced", "n_excluded"):
+                counts[k] += trunc_counts[k]
+            for k in ("invalid_feature_counts", "replaced_feature_counts"):
+                counts[k] = [int(a) + int(b) for a, b in zip(counts[k], trunc_counts[k])]
+            keep_total = int(keep.sum()) + trunc["n_truncation_training_simulations"]
+            epochs += trunc["truncation_round_epochs"]
+        else:
+            keep_total = int(keep.sum())
         writer.close()
     record = {
         "n_simulations": n_total,
-        "n_training_simulations": int(keep.sum()),
+        "n_training_simulations": keep_total,
         "n_invalid_simulations": counts["n_invalid"],
         "n_replaced_simulations": counts["n_replaced"],
         "n_excluded_simulations": counts["n_excluded"],
@@ -920,11 +1006,67 @@ def _train(problem: Problem, settings: Mapping[str, Any], seed: int, progress: b
         "replaced_feature_counts": counts["replaced_feature_counts"],
         "invalid_rule": str(settings["invalid"]),
         "simulation_wall_time_s": t_sim,
-        "training_wall_time_s": time.perf_counter() - t1,
-        "epochs_trained": int(inference.summary.get("epochs_trained", [0])[-1]),
+        "training_wall_time_s": time.perf_counter() - t1 - float(extra.get("truncation_simulation_wall_time_s", 0.0)),
+        "epochs_trained": sum(epochs),
         **extra,
     }
     return posterior, record
+
+
+def _truncated_rounds(problem, settings, seed, progress, replacement, path, inference, posterior, prior, train_kw, bank_kw):
+    """The TSNPE rounds of the ``truncate`` setting (module docstring), inside the caller's
+    seeded torch RNG. Returns (final posterior, record, invalid counts of the round banks)."""
+    import torch
+
+    from ._truncation import make_truncated_prior
+
+    trunc = check_truncate_declaration(settings["truncate"])
+    x_o = handle_invalid(problem.observed_features()[None], replacement)[0][0]
+    key = estimator_key(problem, settings, seed)
+    rec: dict[str, Any] = {"amortised": 0, "truncation_rounds": trunc["rounds"], "truncation_round_simulations": [], "truncation_round_valid_fractions": [],
+                           "truncation_round_acceptance": [], "truncation_round_box_mass": [], "truncation_round_epochs": [], "truncation_round_fingerprints": []}
+    totals = {"n_invalid": 0, "n_replaced": 0, "n_excluded": 0, "invalid_feature_counts": [0] * len(problem.feature_names()), "replaced_feature_counts": [0] * len(problem.feature_names())}
+    t_sim = 0.0
+    n_sims = n_keep = 0
+    proposal = None
+    for r in range(1, trunc["rounds"] + 1):
+        proposal = make_truncated_prior(
+            prior, copy.deepcopy(posterior), x_o, proposal, quantile=trunc["quantile"], margin=trunc["margin"], n_draws=trunc["posterior_draws"],
+            n_probe=trunc["probe"], seed=_torch_seed(seed, f"truncate-{r}"), key=key,
+        )
+        t = time.perf_counter()
+        theta, x = simulate_bank(problem, trunc["simulations"], seed=seed, stream=f"truncate-{r}", prior=proposal, **bank_kw)
+        t_sim += time.perf_counter() - t
+        x, valid, counts = handle_invalid(x, replacement)
+        for k in ("n_invalid", "n_replaced", "n_excluded"):
+            totals[k] += counts[k]
+        for k in ("invalid_feature_counts", "replaced_feature_counts"):
+            totals[k] = [int(a) + int(b) for a, b in zip(totals[k], counts[k])]
+        inference.append_simulations(torch.as_tensor(theta[valid], dtype=torch.float32), torch.as_tensor(x[valid], dtype=torch.float32))
+        cached = None if path is None else path.with_name(f"{path.stem}-round-{r}.pt")
+        if cached is not None and cached.exists():  # a resumed campaign: the same round's network
+            posterior = load_posterior(cached)
+            inference._neural_net.load_state_dict(posterior.posterior_estimator.state_dict())
+            rec["truncation_round_epochs"].append(0)
+        else:
+            estimator = inference.train(force_first_round_loss=True, **train_kw)
+            posterior = inference.build_posterior(estimator)
+            rec["truncation_round_epochs"].append(int(inference.summary.get("epochs_trained", [0])[-1]))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(".tmp")
+                torch.save(posterior, tmp)
+                os.replace(tmp, cached)
+        n_sims += int(theta.shape[0])
+        n_keep += int(valid.sum())
+        rec["truncation_round_simulations"].append(int(theta.shape[0]))
+        rec["truncation_round_valid_fractions"].append(float(valid.mean()))
+        rec["truncation_round_acceptance"].append(float(proposal.info["acceptance"]))
+        rec["truncation_round_box_mass"].append(float(proposal.info["box_mass"]))
+        rec["truncation_round_fingerprints"].append(proposal.fingerprint)
+    rec.update({"n_truncation_simulations": n_sims, "n_truncation_training_simulations": n_keep, "truncation_simulation_wall_time_s": t_sim,
+                "truncation_observation": [float(v) for v in x_o]})
+    return posterior, rec, totals
 
 
 def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: int = 0, progress: bool = True) -> xr.DataTree:
@@ -981,7 +1123,7 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
         posterior = load_posterior(path)
         record = {**json.loads(record_path.read_text()), "reused_estimator": 1}
     else:
-        posterior, record = _train(problem, settings, seed, progress, replacement)
+        posterior, record = _train(problem, settings, seed, progress, replacement, path)
         _save_estimator(posterior, record, path)
         record["reused_estimator"] = 0
     t_sample = time.perf_counter()
@@ -994,7 +1136,10 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
             sbc_prior = posterior.prior  # the restricted prior the estimator was trained with
             if not isinstance(getattr(sbc_prior, "fingerprint", None), str):
                 raise RuntimeError(f"the cached estimator {path} was not trained with a restricted prior; delete it and rerun")
-        calibration = _sbc(problem, posterior, settings, seed, progress, replacement, prior=sbc_prior)
+        if settings["truncate"] is not None:
+            calibration = xr.Dataset(attrs={"n_sbc": 0, "sbc_skipped": "truncated sequential rounds: the estimator is fitted to this observation, not amortised over the prior, so SBC over the prior does not apply"})
+        else:
+            calibration = _sbc(problem, posterior, settings, seed, progress, replacement, prior=sbc_prior)
     record["sampling_wall_time_s"] = time.perf_counter() - t_sample
     groups = {"calibration": calibration}
     t_ppc = time.perf_counter()
