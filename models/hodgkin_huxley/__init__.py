@@ -17,13 +17,22 @@ Configuration keys (``config``):
 ==================  ===========================================================================
 key                 meaning
 ==================  ===========================================================================
-``protocol``        ``"synthetic"`` (default; spec §1.4, 120 ms at 0.01 ms) or ``"allen"``
+``protocol``        ``"synthetic"`` (default; spec §1.4, 120 ms at 0.01 ms), ``"allen"`` or
+                    ``"allen-family"`` (the Allen timing with per-simulation J and V0, below)
 ``cell``            Allen specimen id (``protocol = "allen"``), one of :func:`allen_cells`
 ``fixed``           values of the parameters that are not free (e.g. the sbi tutorial's six)
 ``record``          bool, default True: return voltage traces; False: return only features
 ``record_every``    int, default 1: keep every r-th sample of the recorded traces
 ``n_features``      7 (default) or 13: feature set of :func:`features` / :func:`simulate_features`
 ==================  ===========================================================================
+
+Protocol covariates (``protocol = "allen-family"``): one amortised estimator for all ten Allen
+cells needs the cell's protocol (step amplitude J = I / A_soma and V0, spec §1.7) as an input.
+The simulator then takes two more parameters, ``J_step`` (µA/cm²) and ``V0`` (mV), per simulation,
+and *echoes them as the last two features*: NPE learns p(θ, J, V0 | x, J, V0), whose (J, V0)
+marginal is concentrated at the conditioning values, so the 8 biophysical marginals are
+p(θ | x, protocol) — conditioning by simulation, not inference (the echoed J/V0 posterior is a
+check that the estimator reads the protocol).
 """
 
 from __future__ import annotations
@@ -37,10 +46,21 @@ from .baseline import benchmark
 from .features import FEATURE_UNITS, compute_features
 from .features import feature_names as _feature_names
 from .parameters import PARAMETER_NAMES, PARAMETER_UNITS, PRIOR_BOUNDS, THETA_STAR, parameter_matrix
-from .protocols import Protocol, allen_protocol, protocol_from_config, synthetic_protocol
+from .protocols import (
+    ALLEN_FAMILY_J_RANGE,
+    ALLEN_FAMILY_V0_RANGE,
+    Protocol,
+    allen_family_protocol,
+    allen_protocol,
+    protocol_from_config,
+    synthetic_protocol,
+)
 from .simulator import run_batch
 
 __all__ = [
+    "ALLEN_FAMILY_J_RANGE",
+    "ALLEN_FAMILY_V0_RANGE",
+    "COVARIATE_NAMES",
     "AllenCell",
     "FEATURE_UNITS",
     "PARAMETER_NAMES",
@@ -50,6 +70,7 @@ __all__ = [
     "THETA_STAR",
     "allen_cell",
     "allen_cells",
+    "allen_family_protocol",
     "allen_protocol",
     "benchmark",
     "coords",
@@ -63,6 +84,26 @@ __all__ = [
     "simulate_features",
     "synthetic_protocol",
 ]
+
+
+#: Protocol covariates of ``protocol = "allen-family"``: extra parameters, echoed as features.
+COVARIATE_NAMES = ("J_step", "V0")
+
+
+def _is_family(config: Mapping) -> bool:
+    return config.get("protocol", "synthetic") == "allen-family"
+
+
+def _split_covariates(params: Mapping[str, np.ndarray], config: Mapping):
+    """(biophysical params, {"amplitude", "v0"} run_batch keywords, covariate matrix (B, 2) or None)."""
+    if not _is_family(config):
+        return params, {}, None
+    missing = [c for c in COVARIATE_NAMES if c not in params]
+    if missing:
+        raise ValueError(f"protocol 'allen-family' needs the protocol covariates {missing} as parameters (J_step in uA/cm^2, V0 in mV)")
+    rest = {k: v for k, v in params.items() if k not in COVARIATE_NAMES}
+    cov = np.stack([np.atleast_1d(np.asarray(params[c], dtype=np.float64)) for c in COVARIATE_NAMES], axis=1)
+    return rest, {"amplitude": cov[:, 0], "v0": cov[:, 1]}, cov
 
 
 def _record_every(config: Mapping) -> int:
@@ -101,12 +142,16 @@ def simulate(
         :func:`features` passes through.
     """
     protocol = protocol_from_config(config)
+    params, per_row, cov = _split_covariates(params, config)
     theta = parameter_matrix(params, config.get("fixed"))
     if config.get("record", True):
-        voltage, _ = run_batch(theta, seeds, protocol, record=True, record_every=_record_every(config))
-        return {"voltage": voltage}
-    _, feats = run_batch(theta, seeds, protocol, record=False, n_features=_n_features(config))
-    return {"features": feats}
+        voltage, _ = run_batch(theta, seeds, protocol, record=True, record_every=_record_every(config), **per_row)
+        out = {"voltage": voltage}
+        if cov is not None:
+            out["covariates"] = cov
+        return out
+    _, feats = run_batch(theta, seeds, protocol, record=False, n_features=_n_features(config), **per_row)
+    return {"features": feats if cov is None else np.concatenate([feats, cov], axis=1)}
 
 
 def simulate_features(
@@ -123,9 +168,10 @@ def simulate_features(
         ``(B, F)`` float64 features (:func:`feature_names`).
     """
     protocol = protocol_from_config(config)
+    params, per_row, cov = _split_covariates(params, config)
     theta = parameter_matrix(params, config.get("fixed"))
-    _, feats = run_batch(theta, seeds, protocol, record=False, n_features=_n_features(config))
-    return feats
+    _, feats = run_batch(theta, seeds, protocol, record=False, n_features=_n_features(config), **per_row)
+    return feats if cov is None else np.concatenate([feats, cov], axis=1)
 
 
 def features(observations: Mapping[str, np.ndarray], *, config: Mapping) -> np.ndarray:
@@ -151,7 +197,12 @@ def features(observations: Mapping[str, np.ndarray], *, config: Mapping) -> np.n
         raise ValueError("observations must hold 'voltage' (B, N) traces or precomputed 'features'")
     if _record_every(config) != 1:
         raise ValueError("features need full-resolution traces: simulate with config['record_every'] = 1")
-    return compute_features(observations["voltage"], protocol_from_config(config), _n_features(config))
+    feats = compute_features(observations["voltage"], protocol_from_config(config), _n_features(config))
+    if _is_family(config):
+        if "covariates" not in observations:
+            raise ValueError("protocol 'allen-family' traces need their 'covariates' (B, 2) = (J_step, V0), as simulate returns them")
+        feats = np.concatenate([feats, np.asarray(observations["covariates"], dtype=np.float64)], axis=1)
+    return feats
 
 
 def feature_names(config: Mapping | None = None) -> list[str]:
@@ -169,14 +220,17 @@ def feature_names(config: Mapping | None = None) -> list[str]:
     kurt             1        kurtosis (Pearson, Gaussian = 3) during the step
     autocorr_Lms     1        (13-set) autocorrelation at lag L = 1..5 ms during the step
     moment5          1        (13-set) 5th standardised moment during the step
+    J_step           uA/cm²   (``allen-family``) step amplitude, echoed protocol covariate
+    V0               mV       (``allen-family``) initial voltage, echoed protocol covariate
     ===============  =======  =============================================================
     """
-    return _feature_names(_n_features(config or {}))
+    names = list(_feature_names(_n_features(config or {})))
+    return names + list(COVARIATE_NAMES) if _is_family(config or {}) else names
 
 
 #: Units of the observation variables and coordinates (for tables and figure axes).
-OBSERVATION_UNITS = {"voltage": "mV", "features": "mixed (see FEATURE_UNITS)"}
-COORDINATE_UNITS = {"time": "ms", "feature": "label"}
+OBSERVATION_UNITS = {"voltage": "mV", "features": "mixed (see FEATURE_UNITS)", "covariates": "uA/cm^2, mV"}
+COORDINATE_UNITS = {"time": "ms", "feature": "label", "covariate": "label"}
 
 
 def observation_dims(config: Mapping) -> dict[str, tuple[str, ...]]:
@@ -184,6 +238,8 @@ def observation_dims(config: Mapping) -> dict[str, tuple[str, ...]]:
     ``{"features": ("feature",)}`` when ``config["record"]`` is False."""
     if not config.get("record", True):
         return {"features": ("feature",)}
+    if _is_family(config):
+        return {"voltage": ("time",), "covariates": ("covariate",)}
     return {"voltage": ("time",)}
 
 
@@ -191,4 +247,7 @@ def coords(config: Mapping) -> dict[str, np.ndarray]:
     """Coordinates: ``{"time": t (ms)}`` of the recorded samples, or ``{"feature": names}``."""
     if not config.get("record", True):
         return {"feature": np.asarray(feature_names(config))}
-    return {"time": protocol_from_config(config).time[:: _record_every(config)]}
+    out = {"time": protocol_from_config(config).time[:: _record_every(config)]}
+    if _is_family(config):
+        out["covariate"] = np.asarray(COVARIATE_NAMES)
+    return out

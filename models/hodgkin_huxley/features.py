@@ -64,6 +64,8 @@ FEATURE_UNITS: dict[str, str] = {
     "kurt": "1",
     "moment5": "1",
     **{f"autocorr_{lag}ms": "1" for lag in range(1, 6)},
+    "J_step": "uA/cm^2",  # protocol covariates echoed by the allen-family protocol
+    "V0": "mV",
 }
 
 

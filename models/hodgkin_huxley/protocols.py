@@ -144,14 +144,50 @@ def allen_protocol(specimen_id: int | str) -> Protocol:
     )
 
 
+#: Range of the protocol covariates of the family protocol: the ten Allen cells of spec §1.7 have
+#: J = 0.851 .. 2.284 µA/cm² and V0 = -90.06 .. -74.16 mV; the boxes add a margin on each side.
+ALLEN_FAMILY_J_RANGE = (0.75, 2.4)
+ALLEN_FAMILY_V0_RANGE = (-92.0, -72.0)
+
+
+def allen_family_protocol() -> Protocol:
+    """The Allen-cell protocol with the step amplitude and V0 left per simulation (amortised fits).
+
+    The time grid, step timing and feature windows of :func:`allen_protocol` for the nine cells
+    whose stored t_off is 1204.98 ms (1450 ms at Δt = 0.02 ms, step for ``10250 <= k < 60250``,
+    stimulus window ``[10251, 60249)``); the current is a *unit* step that the simulator scales
+    per simulation by the amplitude J (µA/cm²), and ``v0`` is NaN: each simulation brings its
+    own V0. Used by the ``hh-allen`` entry, where J and V0 are protocol covariates, so that one
+    estimator serves all ten cells (each cell's J = step / A_soma and V0, spec §1.7). For cell
+    569469018 (stored t_off 1204.99 ms) the stimulus window is one sample shorter here than in
+    its own protocol (49,998 instead of 49,999 samples).
+    """
+    return Protocol(
+        name="allen-family",
+        dt=0.02,
+        n_samples=72500,
+        v0=float("nan"),
+        amplitude=1.0,
+        step_start=10250,
+        step_stop=60250,
+        t_on=205.0,
+        t_off=1204.98,
+        rest_stop=10250,
+        rest_sd_start=9225,
+        rest_sd_stop=10250,
+        window_start=10251,
+        window_stop=60249,
+    )
+
+
 def protocol_from_config(config) -> Protocol:
     """Build the protocol named by a zoo configuration mapping.
 
     Parameters
     ----------
     config : mapping
-        ``config["protocol"]`` is ``"synthetic"`` (default) or ``"allen"``; for ``"allen"``,
-        ``config["cell"]`` is the specimen id.
+        ``config["protocol"]`` is ``"synthetic"`` (default), ``"allen"`` (then ``config["cell"]``
+        is the specimen id) or ``"allen-family"`` (:func:`allen_family_protocol`).
     """
     name = config.get("protocol", "synthetic")
     if name == "synthetic":
@@ -160,4 +196,6 @@ def protocol_from_config(config) -> Protocol:
         if "cell" not in config:
             raise ValueError("config['protocol'] = 'allen' needs config['cell'] = <Allen specimen id>")
         return allen_protocol(config["cell"])
-    raise ValueError(f"unknown Hodgkin–Huxley protocol {name!r}; use 'synthetic' or 'allen'")
+    if name == "allen-family":
+        return allen_family_protocol()
+    raise ValueError(f"unknown Hodgkin–Huxley protocol {name!r}; use 'synthetic', 'allen' or 'allen-family'")

@@ -78,7 +78,7 @@ def _rates(v, v_t, tau_max):
 
 
 @njit(cache=True)
-def integrate_trace(theta, noise, current, dt, v0, trace):
+def integrate_trace(theta, noise, current, dt, v0, trace, current_scale=1.0):
     """Integrate one simulation with exponential Euler (spec §1.5) into ``trace``.
 
     Parameters
@@ -95,6 +95,9 @@ def integrate_trace(theta, noise, current, dt, v0, trace):
         Initial voltage (mV).
     trace : numpy.ndarray
         ``(N,)`` output voltage (mV), overwritten.
+    current_scale : float, default 1.0
+        The injected current is ``current_scale * current[k-1]`` (a per-simulation step amplitude
+        over a unit-step template; 1.0 leaves every fixed protocol's result bit for bit unchanged).
     """
     g_na = theta[0]
     g_k = theta[1]
@@ -124,7 +127,7 @@ def integrate_trace(theta, noise, current, dt, v0, trace):
             + conductance_k * E_K
             + g_leak * e_leak
             + conductance_m * E_K
-            + current[k - 1]
+            + current_scale * current[k - 1]
             + noise_scale * noise[k - 1]
         ) / total
         v = v_inf + (v - v_inf) * np.exp(-dt * total / C_M)
@@ -150,6 +153,7 @@ def _simulate_batch(
     current,
     dt,
     v0,
+    current_scale,
     record_every,
     voltage_out,
     compute_features,
@@ -157,7 +161,10 @@ def _simulate_batch(
     windows,
     lags,
 ):
-    """Kernel: simulate every row of ``theta``; optionally record (decimated) traces and features."""
+    """Kernel: simulate every row of ``theta``; optionally record (decimated) traces and features.
+
+    ``v0`` and ``current_scale`` are ``(B,)``: row ``b`` starts at ``v0[b]`` and is injected
+    ``current_scale[b] * current``."""
     batch = theta.shape[0]
     n_samples = current.shape[0]
     record = voltage_out.shape[0] > 0
@@ -166,7 +173,7 @@ def _simulate_batch(
         noise = np.empty(n_samples - 1, dtype=np.float64)
         trace = np.empty(n_samples, dtype=np.float64)
         fill_standard_normal(seed_low[b], seed_high[b], noise, mt_state)
-        integrate_trace(theta[b], noise, current, dt, v0, trace)
+        integrate_trace(theta[b], noise, current, dt, v0[b], trace, current_scale[b])
         if record:
             for j in range(voltage_out.shape[1]):
                 voltage_out[b, j] = trace[j * record_every]
@@ -182,6 +189,8 @@ def run_batch(
     record: bool = True,
     record_every: int = 1,
     n_features: int | None = None,
+    amplitude: np.ndarray | None = None,
+    v0: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Simulate a batch of parameter sets under one protocol.
 
@@ -199,6 +208,10 @@ def run_batch(
         Keep every ``record_every``-th sample (``t_k`` for ``k = 0, r, 2r, ...``).
     n_features : {None, 7, 13}, default None
         Also compute this feature set (spec §1.6) from the full-resolution trace.
+    amplitude, v0 : numpy.ndarray, optional
+        ``(B,)`` per-simulation step amplitude (µA/cm², multiplying ``protocol.current``, a unit
+        step for :func:`~.protocols.allen_family_protocol`) and initial voltage (mV). Default: the
+        protocol's own (scale 1, ``protocol.v0``). Required when ``protocol.v0`` is NaN.
 
     Returns
     -------
@@ -218,6 +231,10 @@ def run_batch(
         raise ValueError(f"record_every must be a positive integer; got {record_every}")
     seed_low, seed_high = split_seeds(seeds)
     batch = theta.shape[0]
+    scale = _per_row(amplitude, 1.0, batch, "amplitude")
+    start = _per_row(v0, protocol.v0, batch, "v0")
+    if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(start))):
+        raise ValueError(f"protocol {protocol.name!r} needs finite per-simulation amplitude and v0 arrays of shape ({batch},)")
     n_recorded = -(-protocol.n_samples // record_every)
     voltage = np.empty((batch, n_recorded) if record else (0, 0), dtype=np.float64)
     compute_features = n_features is not None
@@ -229,7 +246,8 @@ def run_batch(
         seed_high,
         protocol.current,
         protocol.dt,
-        protocol.v0,
+        start,
+        scale,
         record_every,
         voltage,
         compute_features,
@@ -239,3 +257,13 @@ def run_batch(
     )
     return (voltage if record else None), (features if compute_features else None)
 
+
+
+def _per_row(values, default: float, batch: int, what: str) -> np.ndarray:
+    """``values`` as a contiguous float64 ``(batch,)`` array, or ``default`` repeated."""
+    if values is None:
+        return np.full(batch, float(default), dtype=np.float64)
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape not in ((), (batch,)):
+        raise ValueError(f"{what} must be a scalar or have shape ({batch},); got {arr.shape}")
+    return np.ascontiguousarray(np.broadcast_to(arr, (batch,)))

@@ -123,6 +123,36 @@ def test_allen_sanity_case():
     assert np.all(np.isfinite(features))
 
 
+def test_allen_family_protocol_equals_each_cells_protocol():
+    """The covariate protocol (per-simulation J and V0 over a unit step) gives, bit for bit, the
+    features of each cell's own protocol for the nine cells with the same stimulus window, in one
+    mixed batch; the echoed covariates are the last two features."""
+    cells = [c for c in hh.allen_cells().values() if hh.allen_protocol(c.specimen_id).window_stop == hh.allen_family_protocol().window_stop]
+    assert len(cells) == 9
+    n = len(cells)
+    params = {**_batch(ALLEN_THETA, n), "J_step": np.array([c.current_density for c in cells]), "V0": np.array([c.v0_mV for c in cells])}
+    family = hh.simulate_features(params, config={"protocol": "allen-family"}, seeds=_seeds(n, 40))
+    assert family.shape == (n, 9)
+    assert hh.feature_names({"protocol": "allen-family"})[-2:] == ["J_step", "V0"]
+    np.testing.assert_array_equal(family[:, 7], params["J_step"])
+    np.testing.assert_array_equal(family[:, 8], params["V0"])
+    for i, c in enumerate(cells):
+        own = hh.simulate_features(_batch(ALLEN_THETA, 1), config={"protocol": "allen", "cell": c.specimen_id}, seeds=_seeds(1, 40 + i))
+        np.testing.assert_array_equal(family[i, :7], own[0])
+    # traces: the recorded form carries the covariates and features() appends them
+    rec = hh.simulate(params, config={"protocol": "allen-family", "record": True}, seeds=_seeds(n, 40))
+    np.testing.assert_array_equal(hh.features(rec, config={"protocol": "allen-family"}), family)
+
+
+def test_allen_family_protocol_errors():
+    with pytest.raises(ValueError, match="J_step"):
+        hh.simulate_features(_batch(ALLEN_THETA, 2), config={"protocol": "allen-family"}, seeds=_seeds(2))
+    with pytest.raises(ValueError, match="amplitude"):
+        run_batch(np.ones((2, 8)), _seeds(2), hh.allen_family_protocol(), record=False, n_features=7, amplitude=np.ones(3), v0=-80.0)
+    with pytest.raises(ValueError, match="finite per-simulation"):
+        run_batch(np.ones((2, 8)), _seeds(2), hh.allen_family_protocol(), record=False, n_features=7)
+
+
 def test_prior_corner_stays_finite():
     """Spec §1.7/§1.10: at the prior corner V reaches ≈ +320 mV with ≈ 63 'spikes' and stays finite."""
     out = hh.simulate(_batch(CORNER, 3), config=SYNTHETIC, seeds=_seeds(3))
