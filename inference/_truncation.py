@@ -190,16 +190,30 @@ def make_truncated_prior(base, posterior, x_o: np.ndarray, previous: "TruncatedP
                          n_draws: int, n_probe: int, seed: int, key: str) -> TruncatedPrior:
     """The proposal of the next round from the current ``posterior`` at ``x_o``.
 
-    Draws ``n_draws`` from q(θ | x_o) (seeded), sets the HPR threshold at their ``quantile`` of
-    log q and the box at their per-coordinate range widened by ``margin`` × width (clipped to
+    Draws ``n_draws`` from the estimator q(θ | x_o) (seeded) and keeps those inside the NPE prior's
+    support (the in-support fraction, 1 minus the leakage, is recorded), sets the HPR threshold
+    at their ``quantile`` of log q and the box at their per-coordinate range widened by ``margin`` × width (clipped to
     the previous box, or to the prior's own bounds where finite), then estimates the acceptance
     within the box on ``n_probe`` seeded box draws. Raises ``RuntimeError`` if no probe draw is
     accepted.
     """
     x_t = torch.as_tensor(np.asarray(x_o, dtype=np.float32))
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(int(seed))
-        draws = posterior.sample((int(n_draws),), x=x_t, show_progress_bars=False).to(torch.float64)
+        # raw estimator draws, then the ones inside the prior's support: sbi's posterior.sample
+        # would redraw the leaked ones, which takes minutes when an early estimator leaks most of
+        # its mass outside a high-dimensional box; the in-support draws are draws of q restricted
+        # to the support, which is what the threshold and the box are estimated from
+        raw = posterior.posterior_estimator.sample((int(n_draws),), condition=x_t[None]).reshape(int(n_draws), -1).to(torch.float64)
+    in_support = torch.as_tensor(base.support.check(raw), dtype=torch.bool)
+    if in_support.dim() > 1:
+        in_support = in_support.all(-1)
+    draws = raw[in_support]
+    if draws.shape[0] < 100:
+        raise RuntimeError(
+            f"only {draws.shape[0]} of {n_draws} draws of the current estimator lie inside the prior's support; too few to set the "
+            "truncation (fix: more simulations in the first round, or a larger truncate['posterior_draws'])"
+        )
     region = HPRegion(posterior, x_o, threshold=0.0)
     log_q = region.log_q(draws)
     region.threshold = float(torch.quantile(log_q, float(quantile)).item()) if log_q.numel() > 1 else float(log_q.min())
@@ -231,6 +245,7 @@ def make_truncated_prior(base, posterior, x_o: np.ndarray, previous: "TruncatedP
         "box_lo": lo.tolist(),
         "box_hi": hi.tolist(),
         "box_mass": float(np.prod(box_mass(joint, lo, hi))),
+        "posterior_in_support_fraction": float(in_support.double().mean()),
         "n_probe": int(n_probe),
         "n_probe_accepted": n_acc,
         "acceptance": n_acc / int(n_probe),

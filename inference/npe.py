@@ -107,7 +107,8 @@ stream ``"truncate-r"``, bank keyed by the proposal's fingerprint, the posterior
 cached beside the estimator (so that an interrupted campaign resumes with the same proposal);
 reported: ``truncation_rounds``, ``truncation_round_simulations``,
 ``truncation_round_valid_fractions``, ``truncation_round_acceptance`` (HPR acceptance within the
-box), ``truncation_round_box_mass`` (prior mass of the box), ``truncation_simulation_wall_time_s``
+box), ``truncation_round_box_mass`` (prior mass of the box), ``truncation_round_in_support``
+(fraction of the estimator's draws inside the prior's support), ``truncation_simulation_wall_time_s``
 and ``truncation_training_wall_time_s``.
 
 Checks
@@ -1024,7 +1025,7 @@ def _truncated_rounds(problem, settings, seed, progress, replacement, path, infe
     x_o = handle_invalid(problem.observed_features()[None], replacement)[0][0]
     key = estimator_key(problem, settings, seed)
     rec: dict[str, Any] = {"amortised": 0, "truncation_rounds": trunc["rounds"], "truncation_round_simulations": [], "truncation_round_valid_fractions": [],
-                           "truncation_round_acceptance": [], "truncation_round_box_mass": [], "truncation_round_epochs": [], "truncation_round_fingerprints": []}
+                           "truncation_round_acceptance": [], "truncation_round_box_mass": [], "truncation_round_in_support": [], "truncation_round_epochs": [], "truncation_round_fingerprints": []}
     totals = {"n_invalid": 0, "n_replaced": 0, "n_excluded": 0, "invalid_feature_counts": [0] * len(problem.feature_names()), "replaced_feature_counts": [0] * len(problem.feature_names())}
     t_sim = 0.0
     n_sims = n_keep = 0
@@ -1063,6 +1064,7 @@ def _truncated_rounds(problem, settings, seed, progress, replacement, path, infe
         rec["truncation_round_valid_fractions"].append(float(valid.mean()))
         rec["truncation_round_acceptance"].append(float(proposal.info["acceptance"]))
         rec["truncation_round_box_mass"].append(float(proposal.info["box_mass"]))
+        rec["truncation_round_in_support"].append(float(proposal.info["posterior_in_support_fraction"]))
         rec["truncation_round_fingerprints"].append(proposal.fingerprint)
     rec.update({"n_truncation_simulations": n_sims, "n_truncation_training_simulations": n_keep, "truncation_simulation_wall_time_s": t_sim,
                 "truncation_observation": [float(v) for v in x_o]})

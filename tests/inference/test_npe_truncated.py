@@ -95,6 +95,7 @@ def test_truncated_round_is_inside_its_proposal_and_counted(truncated_fit, monke
     assert attrs["n_simulations"] == 1200 and attrs["n_training_simulations"] == 1200
     assert 0.0 < attrs["truncation_round_box_mass"][0] < 0.5  # the box is much smaller than the prior
     assert attrs["truncation_round_acceptance"][0] > 0.1
+    assert attrs["truncation_round_in_support"] == [1.0]  # a Gaussian prior: every estimator draw is in its support
     assert res["calibration"].attrs["n_sbc"] == 0 and "not amortised" in res["calibration"].attrs["sbc_skipped"]
     table = mechzoo.diagnose(res)
     assert table.attrs["n_simulations"] == 1200
