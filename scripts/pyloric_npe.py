@@ -24,9 +24,10 @@ result ``zoo/entries/data/pyloric-stg-reference-npe.nc``) and ``<out>/path.png``
 Status (2026-12-03): run only on a tiny budget (4,000-draw pilot, 512-draw bank), through the
 first NPE training into the first truncated proposal; the full run is pending. Seen there: a
 pilot of 4,000 draws (31 valid) gives a classifier that accepts the whole prior
-(``allowed_false_negatives = 0``), and an estimator trained on ~35 valid simulations leaks so
-much mass outside the prior box that drawing ``posterior_draws`` samples for the first
-truncation took minutes: use pilots of >= 20,000 draws.
+(``allowed_false_negatives = 0``), and an estimator trained on ~35 valid simulations leaked so
+much mass outside the prior box that sbi's rejection sampling of ``posterior_draws`` samples
+for the first truncation took minutes (the truncation now uses the estimator's raw draws that
+fall inside the support instead). Use pilots of >= 20,000 draws.
 """
 
 from __future__ import annotations
