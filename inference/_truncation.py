@@ -34,7 +34,8 @@ import math
 
 import numpy as np
 import torch
-from torch.distributions import Distribution
+
+from ._rejection import RejectionPrior
 
 __all__ = ["TruncatedPrior", "HPRegion", "truncated_box_sample", "box_mass"]
 
@@ -100,42 +101,29 @@ def truncated_box_sample(joint, lo: np.ndarray, hi: np.ndarray, n: int) -> torch
     return torch.cat(parts, dim=-1)
 
 
-class TruncatedPrior(Distribution):
+class TruncatedPrior(RejectionPrior):
     """The NPE prior restricted to the nested TSNPE region A_R (module docstring).
 
     ``base`` is the NPE prior (the entry's joint prior, or a classifier-restricted prior whose
     ``base`` is the joint prior and whose ``accepts`` is applied too); ``box`` = (lo, hi) the
-    current box; ``regions`` the :class:`HPRegion` of every round. ``sample_seeded(n, seed)``
-    depends only on the seed. ``info`` holds the acceptance of the HPR/classifier tests within the
-    box (estimated on a seeded probe), the box's prior mass and the ``fingerprint``.
+    current box; ``regions`` the :class:`HPRegion` of every round. Proposals are exact draws of
+    the joint prior truncated to the box (:func:`truncated_box_sample`), rejected outside the
+    region (:class:`~mechzoo.inference._rejection.RejectionPrior`). ``info`` holds the acceptance
+    of the HPR/classifier tests within the box (estimated on a seeded probe), the box's prior
+    mass and the ``fingerprint``.
     """
 
-    arg_constraints: dict = {}
-    has_rsample = False
+    _what = "the truncated proposal (its region is too small a part of its box)"
 
     def __init__(self, base, box: tuple[np.ndarray, np.ndarray], regions: list[HPRegion], info: dict):
-        self.base = base
         self.joint = getattr(base, "base", base)
         self.box = (np.asarray(box[0], dtype=np.float64), np.asarray(box[1], dtype=np.float64))
         self.regions = list(regions)
-        self.info = dict(info)
-        super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape, validate_args=False)
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.info["fingerprint"])
+        super().__init__(base, info)
 
     @property
     def support(self):
         return self.base.support
-
-    @property
-    def mean(self):
-        return torch.as_tensor(self.info["mean"], dtype=torch.float64)
-
-    @property
-    def variance(self):
-        return torch.as_tensor(self.info["variance"], dtype=torch.float64)
 
     def accepts(self, theta) -> torch.Tensor:
         """θ (n, D) lies in the box, in the base's accepted region and in every round's HPR."""
@@ -149,29 +137,8 @@ class TruncatedPrior(Distribution):
                 ok[ok.clone()] = region.contains(theta[ok])
         return ok
 
-    def sample(self, sample_shape=torch.Size()):
-        shape = torch.Size(sample_shape)
-        n, d = shape.numel(), int(self.event_shape[0])
-        if n == 0:
-            return torch.empty((*shape, d), dtype=torch.float64)
-        rate = max(float(self.info.get("acceptance", 1.0)), 1e-6)
-        batch = int(min(max(math.ceil(1.25 * n / rate), 256), 1 << 17))
-        parts, got, proposed = [], 0, 0
-        while got < n:
-            candidates = truncated_box_sample(self.joint, *self.box, batch)
-            kept = candidates[self.accepts(candidates)]
-            parts.append(kept)
-            got += int(kept.shape[0])
-            proposed += batch
-            if got == 0 and proposed >= 10_000_000:
-                raise RuntimeError(f"the truncated proposal accepted none of {proposed} draws from its box; the region is too small to sample by rejection")
-        return torch.cat(parts)[:n].reshape(*shape, d)
-
-    def sample_seeded(self, n: int, seed: int) -> torch.Tensor:
-        """``n`` draws that depend only on ``seed`` (the global torch RNG is left untouched)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            return self.sample(torch.Size([int(n)]))
+    def _propose(self, n: int) -> torch.Tensor:
+        return truncated_box_sample(self.joint, *self.box, n)
 
     def log_prob(self, value):
         """Normalised density p(θ) 1[θ ∈ A_R] / P(A_R) with p the joint prior and P(A_R) = box

@@ -526,7 +526,9 @@ def _restriction_classes() -> tuple[type, type]:
     if _RESTRICTION_CLASSES is not None:
         return _RESTRICTION_CLASSES
     import torch
-    from torch.distributions import Distribution, biject_to, constraints, transform_to
+    from torch.distributions import biject_to, constraints, transform_to
+
+    from ._rejection import RejectionPrior
 
     class RestrictedSupport(constraints.Constraint):
         """The base prior's support intersected with the classifier-accepted region."""
@@ -551,46 +553,27 @@ def _restriction_classes() -> tuple[type, type]:
         def __repr__(self) -> str:
             return f"RestrictedSupport({self.base!r})"
 
-    class ClassifierRestrictedPrior(Distribution):
+    class ClassifierRestrictedPrior(RejectionPrior):
         """The prior restricted to the region accepted by the restriction classifier(s).
 
         p_r(θ) = p(θ) 1[θ ∈ A] / P_p(A), with A the intersection of the accepted regions of the
         ``sbi`` ``RestrictedPrior`` objects in ``regions`` (one per restriction round; a θ is in a
         region where that object's unnormalised ``log_prob`` is finite). Sampling is rejection
-        from the base prior; ``sample_seeded(n, seed)`` depends only on the seed (the campaign
-        draws θ blocks with it). ``info`` holds the estimated acceptance P_p(A) (``acceptance``,
-        from ``n_probe`` seeded prior draws), the mean and variance of the accepted probe draws
-        and the ``fingerprint`` that identifies the restriction in bank keys.
+        from the base prior (:class:`~mechzoo.inference._rejection.RejectionPrior`). ``info``
+        holds the estimated acceptance P_p(A) (``acceptance``, from ``n_probe`` seeded prior
+        draws), the mean and variance of the accepted probe draws and the ``fingerprint`` that
+        identifies the restriction in bank keys.
         """
 
-        arg_constraints: dict = {}
-        has_rsample = False
+        _what = "the classifier-restricted prior (retrain the restriction with more pilot simulations)"
 
         def __init__(self, base, regions, info):
-            self.base = base
             self.regions = list(regions)
-            self.info = dict(info)
-            super().__init__(batch_shape=base.batch_shape, event_shape=base.event_shape, validate_args=False)
-
-        @property
-        def fingerprint(self) -> str:
-            return str(self.info["fingerprint"])
-
-        @property
-        def acceptance(self) -> float:
-            return float(self.info["acceptance"])
+            super().__init__(base, info)
 
         @property
         def support(self):
             return RestrictedSupport(self.base.support, self.accepts)
-
-        @property
-        def mean(self):
-            return torch.as_tensor(self.info["mean"], dtype=torch.float64)
-
-        @property
-        def variance(self):
-            return torch.as_tensor(self.info["variance"], dtype=torch.float64)
 
         def accepts(self, theta) -> "torch.Tensor":
             """Boolean tensor of θ's batch shape: θ lies in every round's accepted region (and in
@@ -605,29 +588,8 @@ def _restriction_classes() -> tuple[type, type]:
                         ok &= torch.isfinite(region.log_prob(flat, norm_restricted_prior=False))
             return ok.reshape(batch)
 
-        def sample(self, sample_shape=torch.Size()):
-            shape = torch.Size(sample_shape)
-            n, d = shape.numel(), int(self.event_shape[0])
-            if n == 0:
-                return torch.empty((*shape, d), dtype=torch.float64)
-            rate = max(float(self.info.get("acceptance", 1.0)), 1.0 / max(int(self.info.get("n_probe", 1)), 1))
-            batch = int(min(max(math.ceil(1.25 * n / rate), 256), 1 << 17))
-            parts, got, proposed = [], 0, 0
-            while got < n:
-                candidates = self.base.sample(torch.Size([batch])).to(torch.float64)
-                kept = candidates[self.accepts(candidates)]
-                parts.append(kept)
-                got += int(kept.shape[0])
-                proposed += batch
-                if got == 0 and proposed >= 10_000_000:
-                    raise RuntimeError(f"the restricted prior accepted none of {proposed} prior draws; the restriction is too tight (retrain it with more pilot simulations)")
-            return torch.cat(parts)[:n].reshape(*shape, d)
-
-        def sample_seeded(self, n: int, seed: int) -> "torch.Tensor":
-            """``n`` draws that depend only on ``seed`` (the global torch RNG is left untouched)."""
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                return self.sample(torch.Size([int(n)]))
+        def _propose(self, n: int) -> "torch.Tensor":
+            return self.base.sample(torch.Size([n]))
 
         def log_prob(self, value):
             value = torch.as_tensor(value)
