@@ -108,8 +108,9 @@ cached beside the estimator (so that an interrupted campaign resumes with the sa
 reported: ``truncation_rounds``, ``truncation_round_simulations``,
 ``truncation_round_valid_fractions``, ``truncation_round_acceptance`` (HPR acceptance within the
 box), ``truncation_round_box_mass`` (prior mass of the box), ``truncation_round_in_support``
-(fraction of the estimator's draws inside the prior's support), ``truncation_simulation_wall_time_s``
-and ``truncation_training_wall_time_s``.
+(fraction of the estimator's draws inside the prior's support) and
+``truncation_simulation_wall_time_s`` (``training_wall_time_s`` covers the training of every
+round and the construction of the proposals).
 
 Checks
 ------
