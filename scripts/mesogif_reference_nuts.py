@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--init", required=True, help="saved MAP result to start from")
     ap.add_argument("--out", default="results/mesogif-nuts")
     ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--tune", type=int, default=1000)
+    ap.add_argument("--tune", type=int, default=500, help="tuning iterations (the committed run in results/mesogif-nuts uses 500)")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
