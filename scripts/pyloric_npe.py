@@ -113,6 +113,7 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
     """A high-probability path between two valid posterior-predictive draws that differ by more
     than 50 % in at least three membrane conductances, with features along it."""
     from mechzoo.inference import analysis
+    from mechzoo.inference._truncation import _prior_bounds
     from mechzoo.inference.problem import seeds_for
 
     theta = ppc["theta"].values.reshape(-1, ppc.sizes["parameter"])[valid]
@@ -132,7 +133,7 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
     if pair is None:
         return {"found_pair": False}
     a, b, n_big = pair
-    lo, hi = _prior_box(prob)
+    lo, hi = _prior_bounds(prob.torch_prior())
     sd = theta.std(axis=0)
 
     def simulate(points: np.ndarray) -> np.ndarray:
@@ -168,15 +169,6 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
 def _relative_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a - b| relative to the smaller of the two (so "differ by more than 50 %" is symmetric)."""
     return np.abs(a - b) / np.maximum(np.minimum(np.abs(a), np.abs(b)), 1e-12)
-
-
-def _prior_box(prob):
-    lo, hi = [], []
-    for p in prob.parameters:
-        a, b = p.prior.bounds(p.shape)
-        lo.append(np.broadcast_to(a, p.shape).reshape(-1))
-        hi.append(np.broadcast_to(b, p.shape).reshape(-1))
-    return np.concatenate(lo), np.concatenate(hi)
 
 
 def _figure(path, straight_feats, prob, file: Path) -> None:
