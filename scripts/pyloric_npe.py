@@ -100,9 +100,14 @@ def main() -> None:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print(json.dumps(summary["ppc"], indent=1), flush=True)
-    summary["path"] = path_analysis(res, prob, ppc, valid, out, args)
+    summary["path"], path = path_analysis(res, prob, ppc, valid, out, args)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print(json.dumps(summary["path"], indent=1, default=float))
+    if path is not None:  # the path travels with the posterior it was computed on
+        import xarray as xr
+
+        res["high_probability_path"] = xr.DataTree(path)
+        mechzoo.save_result(res, out / "npe.nc")
     if args.install:
         INSTALL.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "npe.nc", INSTALL)
@@ -131,7 +136,7 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
                 if score > best:
                     best, pair = score, (int(a), int(b), n_big)
     if pair is None:
-        return {"found_pair": False}
+        return {"found_pair": False}, None
     a, b, n_big = pair
     lo, hi = _prior_bounds(prob.torch_prior())
     sd = theta.std(axis=0)
@@ -149,7 +154,8 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
     path_valid = np.isfinite(feats).all(axis=1)
     straight_feats = simulate(path["straight_line"].values)
     straight_valid = np.isfinite(straight_feats).all(axis=1)
-    _figure(path, straight_feats, prob, out / "path.png")
+    path["straight_line_features"] = (("point", "feature"), straight_feats)
+    _figure(path, prob, out / "path.png")
     ta, tb = theta[a, membrane], theta[b, membrane]
     return {
         "found_pair": True,
@@ -163,7 +169,7 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
         "straight_min_log_prob": path.attrs["straight_min_log_prob"],
         "string_iterations": path.attrs["n_iter_run"],
         "wall_time_s": wall,
-    }
+    }, path
 
 
 def _relative_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -171,7 +177,7 @@ def _relative_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a - b) / np.maximum(np.minimum(np.abs(a), np.abs(b)), 1e-12)
 
 
-def _figure(path, straight_feats, prob, file: Path) -> None:
+def _figure(path, prob, file: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,6 +185,7 @@ def _figure(path, straight_feats, prob, file: Path) -> None:
 
     names_f = prob.feature_names()
     feats = path["features"].values
+    straight_feats = path["straight_line_features"].values
     s = np.linspace(0, 1, feats.shape[0])
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(s, path["log_prob"].values, "o-", label="high-probability path")

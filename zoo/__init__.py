@@ -9,13 +9,14 @@ Public API (DESIGN.md §7)::
     result = mechzoo.fit("linear-gaussian", method="nuts")   # xarray.DataTree (ArviZ)
     mechzoo.diagnose(result)                 # one table for any route
     mechzoo.compare([result, other])         # tidy table + C2ST
+    mechzoo.reference_result("pyloric-stg")  # a shipped reference fit (if any)
 """
 
 from mechzoo.inference.result import load as load_result
 from mechzoo.inference.result import save as save_result
 
 from .api import compare, default_data, diagnose, fit, problem, simulate
-from .registry import UnknownEntryError, entries, load
+from .registry import UnknownEntryError, entries, load, reference_result, reference_results
 from .schema import Entry, EntryError
 
 __version__ = "0.1.0"
@@ -32,6 +33,8 @@ __all__ = [
     "load",
     "load_result",
     "problem",
+    "reference_result",
+    "reference_results",
     "save_result",
     "simulate",
 ]

@@ -12,9 +12,12 @@ from pathlib import Path
 
 from .schema import Entry, EntryError, parse_entry
 
-__all__ = ["entries", "load", "entry_paths", "UnknownEntryError", "entry_hash"]
+__all__ = ["entries", "load", "entry_paths", "UnknownEntryError", "entry_hash", "reference_results", "reference_result"]
 
 ENTRY_DIR = Path(__file__).parent / "entries"
+#: Reference results shipped with the package: ``<entry id>-reference-<method>.nc``, each written
+#: by a script under ``scripts/`` that records its settings, seed and diagnostics in the attrs.
+REFERENCE_DIR = ENTRY_DIR / "data"
 
 
 class UnknownEntryError(KeyError):
@@ -92,3 +95,38 @@ def load(entry_id: str) -> Entry:
         raise UnknownEntryError(f"unknown entry {entry_id!r}{hint} (registered: {', '.join(sorted(paths)) or 'none'})")
     path = paths[entry_id]
     return _load_path(path, path.stat().st_mtime)
+
+
+def reference_results(entry_id: str) -> dict[str, Path]:
+    """Reference results shipped for ``entry_id``: map of method to netCDF path (may be empty).
+
+    A reference result (DESIGN.md §2, tier 2; posteriordb style) is a fit run once outside CI with
+    the settings, seed and diagnostics stored in its attrs, e.g. the NUTS posterior of
+    ``mesogif-2pop`` or the NPE posterior of ``pyloric-stg`` for its experimental rhythm.
+    """
+    load(entry_id)  # unknown ids raise with suggestions
+    prefix = f"{entry_id}-reference-"
+    return {p.name[len(prefix) : -len(".nc")]: p for p in sorted(REFERENCE_DIR.glob(f"{prefix}*.nc"))}
+
+
+def reference_result(entry_id: str, method: str | None = None):
+    """Load the reference result of ``entry_id`` for ``method`` (the only one when ``None``).
+
+    Returns the common result object (``xarray.DataTree``, see :func:`mechzoo.load_result`).
+
+    Raises
+    ------
+    LookupError
+        No reference result for that entry/method (the message lists what exists), or several
+        and no ``method`` given.
+    """
+    from mechzoo.inference.result import load as load_result
+
+    found = reference_results(entry_id)
+    if method is None:
+        if len(found) != 1:
+            raise LookupError(f"entry {entry_id!r} has {len(found)} reference results ({', '.join(found) or 'none'}); pass method=")
+        method = next(iter(found))
+    if method not in found:
+        raise LookupError(f"entry {entry_id!r} has no reference result for method {method!r} (shipped: {', '.join(found) or 'none'})")
+    return load_result(found[method])
