@@ -42,13 +42,13 @@ class LikelihoodFunctions:
     """Compiled log posterior and gradient on the flat unconstrained vector, plus the maps
     between natural parameters and that vector (built once per problem)."""
 
-    def __init__(self, problem: Problem, *, jacobian: bool = False):
+    def __init__(self, problem: Problem, *, jacobian: bool = False, model=None):
         import pytensor
         import pytensor.tensor as pt
         from pymc.blocking import DictToArrayBijection
 
         self.problem = problem
-        self.model = problem.pymc_model()
+        self.model = problem.pymc_model() if model is None else model
         model = self.model
         self.value_vars = list(model.value_vars)
         ip = model.initial_point()
@@ -91,8 +91,10 @@ class LikelihoodFunctions:
 
     def from_natural(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
         vals = self._to_unconstrained(*[np.asarray(params[p.name], dtype=np.float64).reshape(p.shape) for p in self.problem.parameters])
-        # order of value_vars follows the model's RVs, which follow declaration order
-        return np.concatenate([np.ravel(v) for v in vals])
+        # flatten in the order of the value variables (that of value_and_grad), which need not be
+        # the declaration order (e.g. after pymc's change_value_transforms)
+        by_value = {self.model.rvs_to_values[rv].name: v for rv, v in zip(self.rvs, vals)}
+        return np.concatenate([np.ravel(by_value[v.name]) for v in self.value_vars])
 
 
 def _optimise(funcs: LikelihoodFunctions, x0: np.ndarray, settings: Mapping[str, Any]) -> dict[str, Any]:

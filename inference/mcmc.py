@@ -23,6 +23,11 @@ re-running the MAP.
 ``mass_matrix`` (NUTS): ``"diag"`` (PyMC's ``adapt_diag``, default), ``"full"`` (``adapt_full``)
 or ``"hessian"``: a dense metric started from the inverse Hessian at the initial point (the
 MAP), which shortens trajectories on correlated posteriors such as mesoGIF's.
+
+``sampling_transforms`` (NUTS and HMC; default off): sampler-only reparameterisations of positive
+parameters, e.g. ``{"J_theta": {"kind": "softplus", "scale": 0.05}}``, which straightens
+mesoGIF's curved c_E / J_θ ridge (:mod:`mechzoo.inference.transforms`). The posterior is
+unchanged; the draws are reported in natural units as always.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ NUTS_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 25,
     "checkpoint_stop_after": None,
     "mass_matrix": "diag",
+    "sampling_transforms": None,
 }
 HMC_DEFAULTS: dict[str, Any] = {
     "draws": 1000,
@@ -70,6 +76,7 @@ HMC_DEFAULTS: dict[str, Any] = {
     "checkpoint_dir": None,
     "checkpoint_every": 25,
     "checkpoint_stop_after": None,
+    "sampling_transforms": None,
 }
 
 
@@ -209,7 +216,7 @@ def load_checkpoint(directory) -> xr.Dataset:
     return ds
 
 
-def _hessian_potential(problem: Problem, init: Mapping[str, np.ndarray], seed: int):
+def _hessian_potential(problem: Problem, init: Mapping[str, np.ndarray], seed: int, model=None):
     """Dense NUTS metric from the curvature of the log density at ``init`` (the MAP).
 
     1. The Hessian of the log density of the *unconstrained* coordinates (what NUTS samples) by
@@ -224,13 +231,14 @@ def _hessian_potential(problem: Problem, init: Mapping[str, np.ndarray], seed: i
        2 evaluations each); ``s²`` replaces ``σ²`` as the variance along ``v``.
 
     The metric keeps adapting during tuning (``QuadPotentialFullAdapt``), with this estimate
-    weighted as 50 draws.
+    weighted as 50 draws. ``model``: the PyMC model whose coordinates NUTS samples (default: the
+    problem's; another one after ``sampling_transforms``).
     """
     from pymc.step_methods.hmc import quadpotential
 
     from .map import LikelihoodFunctions
 
-    funcs = LikelihoodFunctions(problem, jacobian=True)
+    funcs = LikelihoodFunctions(problem, jacobian=True, model=model)
     x0 = funcs.from_natural(init)
     n = x0.size
     h = 1e-4
@@ -277,7 +285,8 @@ def _run_key(problem: Problem, method: str, settings: Mapping[str, Any], seed: i
     h = hashlib.sha256()
     h.update(json.dumps({"entry": problem.entry_id, "entry_hash": problem.entry_hash, "method": method, "seed": int(seed),
                          "config": problem.config, "pinned": {k: np.asarray(v).tolist() for k, v in problem.pinned.items()},
-                         "settings": {k: v for k, v in settings.items() if not k.startswith("checkpoint_") and k != "cores"}},
+                         "settings": {k: v for k, v in settings.items() if not k.startswith("checkpoint_") and k != "cores"
+                                      and not (k == "sampling_transforms" and not v)}},
                         sort_keys=True, default=str).encode())
     for k in sorted(problem.observed):
         h.update(k.encode())
@@ -469,11 +478,14 @@ def run(
     if unknown:
         raise ValueError(f"unknown {method} setting(s) {sorted(unknown)}; known: {sorted(defaults)}")
     settings = {**defaults, **dict(settings or {})}
+    from .transforms import apply_sampling_transforms, check_sampling_transforms
+
+    settings["sampling_transforms"] = check_sampling_transforms(settings["sampling_transforms"], problem.parameters)
     t0 = time.perf_counter()
     resuming = _all_chains_saved(problem, method, settings, seed)
     # a resumed run takes its points and step methods from the saved states: no MAP, no metric
     init, init_info = (None, {"resumed_from": str(settings["checkpoint_dir"])}) if resuming else _initial_values(problem, settings, seed)
-    model = problem.pymc_model()
+    model = apply_sampling_transforms(problem.pymc_model(), settings["sampling_transforms"])
     chains = int(settings["chains"])
     kwargs: dict[str, Any] = dict(
         draws=int(settings["draws"]),
@@ -497,7 +509,7 @@ def run(
                 raise ValueError("mass_matrix='hessian' needs an initial point: use init='map' or a saved result")
             if settings["sampler"] != "pymc":
                 raise ValueError("mass_matrix='hessian' is implemented for sampler='pymc'")
-            potential = _hessian_potential(problem, init, seed)
+            potential = _hessian_potential(problem, init, seed, model)
     if settings["checkpoint_dir"]:
         if settings["sampler"] != "pymc":
             raise ValueError("checkpoint_dir needs sampler='pymc' (the resumable driver runs PyMC's step methods)")

@@ -3,7 +3,8 @@
 14 parameters, 20 s of meso-generated data (sine input, seed 1; 10 s burn-in, 10 s summed),
 2 chains x ``--draws`` after ``--tune``, started at a saved MAP fit (``--init``, e.g. from
 ``scripts/mesogif_recovery.py``) with a dense metric from the curvature there
-(``mass_matrix="hessian"``). Each chain runs in its own process and writes its draws and its
+(``mass_matrix="hessian"``), in the entry's NUTS coordinates (J_θ in softplus coordinates, see
+``sampling_transforms`` in ``zoo/entries/mesogif-2pop.toml``). Each chain runs in its own process and writes its draws and its
 sampler state to ``<out>/checkpoint`` every 10 iterations: **rerun the same command to resume**
 an interrupted run exactly where it stopped (``mechzoo.inference.mcmc.load_checkpoint`` reads
 what was drawn at any time). The result goes to ``<out>/nuts.nc`` and, with ``--install``, to
@@ -34,9 +35,9 @@ def main() -> None:
     ap.add_argument("--init", required=True, help="saved MAP result to start from")
     ap.add_argument("--out", default="results/mesogif-nuts")
     ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--tune", type=int, default=500, help="tuning iterations (the committed run in results/mesogif-nuts uses 500)")
+    ap.add_argument("--tune", type=int, default=500, help="tuning iterations (the run in results/mesogif-nuts uses 500)")
     ap.add_argument("--chains", type=int, default=2)
-    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=2, help="chains run at once (1: chain 0 to the end, then chain 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mass-matrix", default="hessian", choices=["diag", "full", "hessian"])
     ap.add_argument("--install", action="store_true", help="copy the result to the entry's reference posterior")
