@@ -217,6 +217,7 @@ def test_two_rounds_nest_the_restriction(tmp_path, monkeypatch):
         ({"simulations": 100, "allowed_false_negatives": 1.0}, r"\[0, 1\)"),
         ({"simulations": 100, "validation_fraction": 0.0}, r"\(0, 1\)"),
         ({"simulations": 100, "learning_rate": -1.0}, "> 0"),
+        ({"simulations": 100, "loss_importance_weights": "yes"}, "true or false"),
         ({"simulations": 100}, "fewer than one batch"),
     ],
 )
@@ -234,3 +235,28 @@ def test_pilot_without_valid_simulations_is_a_clear_error(tmp_path, monkeypatch)
     prob.simulate_features = lambda theta, seeds: np.full((np.atleast_2d(theta).shape[0], 3), np.nan)
     with pytest.raises(RuntimeError, match=r"only 0 of 60 prior pilot simulations are valid.*restrict\['simulations'\]"):
         npe.run(prob, settings={"restrict": {"simulations": 60, "training_batch_size": 20}}, progress=False)
+
+
+def test_balanced_loss_restricts_a_rare_valid_region(tmp_path, monkeypatch):
+    """Valid only where intercept > 3 (6.7 % of the N(0, 2) prior): with the classes' losses
+    balanced (loss_importance_weights = true) as with sbi's plain loss, the accepted region is
+    intercept > 3 up to the classifier's error, i.e. about 6.7 % of the prior."""
+    monkeypatch.setenv("MECHZOO_CACHE", str(tmp_path / "cache"))
+    prob = mechzoo.problem(ENTRY)
+    original = prob.simulate_features
+
+    def simulate_features(theta, seeds):
+        x = original(theta, seeds).copy()
+        x[np.atleast_2d(theta)[:, 0] <= 3.0, :] = np.nan
+        return x
+
+    prob.simulate_features = simulate_features
+    base = {**RESTRICT, "simulations": 3000, "training_batch_size": 100, "max_num_epochs": 40}
+    for weighted in (False, True):
+        settings = {**npe.DEFAULTS, **SETTINGS, "restrict": {**base, "loss_importance_weights": weighted}}
+        prior, record, rounds = npe.train_restriction(prob, settings, seed=2, progress=False)
+        # the threshold is set on sbi's held-out valid draws, so a few training draws may fall outside
+        assert record["restriction_pilot_valid_accepted"] >= 0.95
+        assert 0.05 < record["restricted_prior_acceptance"] < 0.09
+        theta = prior.sample_seeded(400, 5).numpy()
+        assert (theta[:, 0] > 2.8).mean() > 0.95
