@@ -286,6 +286,7 @@ def _run_key(problem: Problem, method: str, settings: Mapping[str, Any], seed: i
     h.update(json.dumps({"entry": problem.entry_id, "entry_hash": problem.entry_hash, "method": method, "seed": int(seed),
                          "config": problem.config, "pinned": {k: np.asarray(v).tolist() for k, v in problem.pinned.items()},
                          "settings": {k: v for k, v in settings.items() if not k.startswith("checkpoint_") and k != "cores"
+                                      # off (the default) leaves the key of runs from before the setting existed
                                       and not (k == "sampling_transforms" and not v)}},
                         sort_keys=True, default=str).encode())
     for k in sorted(problem.observed):

@@ -15,61 +15,51 @@ the narrowest part of a curved ridge, so there it took 2^6 leapfrog steps per dr
 ``{"J_theta": {"kind": "softplus", "scale": s}}`` samples u with J = s·softplus(u/s). This map
 has dJ/du = 1 − exp(−J/s): it is linear for J ≫ s, and J > 0 everywhere, so no proposal falls
 outside the support.
+
+Imported only by the routes that sample (and by their tests), so ``import mechzoo`` does not
+import PyMC through it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["ScaledSoftplus", "check_sampling_transforms", "make_transform", "apply_sampling_transforms"]
+import pytensor.tensor as pt
+from pymc.logprob.transforms import Transform
+
+__all__ = ["ScaledSoftplus", "apply_sampling_transforms", "check_sampling_transforms", "make_transform"]
 
 _KINDS = ("softplus",)
 
 
-def _softplus_class():
-    import pytensor.tensor as pt
-    from pymc.logprob.transforms import Transform
+class ScaledSoftplus(Transform):
+    r"""x = s·log(1 + exp(u/s)) for a positive variable x; s > 0 in the variable's unit.
 
-    class ScaledSoftplus(Transform):
-        r"""x = s·log(1 + exp(u/s)) for a positive variable x; s > 0 in the variable's unit.
+    forward: u = s·(y + log(1 − e^{−y})), y = x/s; log|dx/du| = log σ(u/s) = −softplus(−u/s).
+    """
 
-        forward: u = s·(y + log(1 − e^{−y})), y = x/s; log|dx/du| = log σ(u/s) = −softplus(−u/s).
-        """
+    name = "softplus"
+    ndim_supp = 0
 
-        name = "softplus"
-        ndim_supp = 0
+    def __init__(self, scale: float):
+        self.scale = float(scale)
 
-        def __init__(self, scale: float):
-            self.scale = float(scale)
+    def forward(self, value, *inputs):
+        y = value / self.scale
+        return self.scale * (y + pt.log(-pt.expm1(-y)))
 
-        def forward(self, value, *inputs):
-            y = value / self.scale
-            return self.scale * (y + pt.log(-pt.expm1(-y)))
+    def backward(self, value, *inputs):
+        return self.scale * pt.softplus(value / self.scale)
 
-        def backward(self, value, *inputs):
-            return self.scale * pt.softplus(value / self.scale)
+    def log_jac_det(self, value, *inputs):
+        return -pt.softplus(-value / self.scale)
 
-        def log_jac_det(self, value, *inputs):
-            return -pt.softplus(-value / self.scale)
+    def __eq__(self, other):
+        return type(other) is type(self) and other.scale == self.scale
 
-        def __eq__(self, other):
-            return type(other) is type(self) and other.scale == self.scale
-
-        def __hash__(self):
-            return hash((type(self).__name__, self.scale))
-
-    return ScaledSoftplus
-
-
-_CLASS = None
-
-
-def ScaledSoftplus(scale: float):  # noqa: N802 - a class factory (defers importing PyMC)
-    """A :class:`pymc.logprob.transforms.Transform` x = scale·softplus(u/scale)."""
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = _softplus_class()
-    return _CLASS(scale)
+    def __hash__(self):
+        return hash((type(self).__name__, self.scale))
 
 
 def check_sampling_transforms(value: Any, parameters) -> dict[str, dict[str, Any]] | None:

@@ -21,13 +21,13 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 import mechzoo
+import numpy as np
 from mechzoo.inference.result import posterior_draws_flat
+from mechzoo.registry import REFERENCE_DIR
 
 ENTRY = "mesogif-2pop"
-INSTALL = Path(__file__).resolve().parents[1] / "zoo" / "entries" / "data" / "mesogif-2pop-reference-nuts.nc"
+INSTALL = REFERENCE_DIR / "mesogif-2pop-reference-nuts.nc"  # what mechzoo.reference_result loads
 
 
 def main() -> None:

@@ -39,10 +39,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mechzoo.registry import REFERENCE_DIR
 
 #: Features whose posterior predictive medians the issue compares with the observation (±10 %).
 CHECKED = ["cycle_period", "duty_cycle_ABPD", "duty_cycle_LP", "duty_cycle_PY", "start_phase_LP", "start_phase_PY"]
-INSTALL = Path(__file__).resolve().parents[1] / "zoo" / "entries" / "data" / "pyloric-stg-reference-npe.nc"
+INSTALL = REFERENCE_DIR / "pyloric-stg-reference-npe.nc"  # what mechzoo.reference_result loads
 
 
 def main() -> None:

@@ -251,6 +251,16 @@ def test_balanced_loss_restricts_a_rare_valid_region(tmp_path, monkeypatch):
         return x
 
     prob.simulate_features = simulate_features
+    from sbi.utils import RestrictionEstimator
+
+    passed = []
+    train = RestrictionEstimator.train
+
+    def spy(self, *args, **kwargs):
+        passed.append(kwargs.get("loss_importance_weights"))
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(RestrictionEstimator, "train", spy)
     base = {**RESTRICT, "simulations": 3000, "training_batch_size": 100, "max_num_epochs": 40}
     for weighted in (False, True):
         settings = {**npe.DEFAULTS, **SETTINGS, "restrict": {**base, "loss_importance_weights": weighted}}
@@ -260,3 +270,4 @@ def test_balanced_loss_restricts_a_rare_valid_region(tmp_path, monkeypatch):
         assert 0.05 < record["restricted_prior_acceptance"] < 0.09
         theta = prior.sample_seeded(400, 5).numpy()
         assert (theta[:, 0] > 2.8).mean() > 0.95
+    assert passed == [False, True]  # the setting reaches sbi's classifier training
