@@ -48,6 +48,7 @@ __all__ = [
     "conditional_correlations",
     "sensitivity",
     "high_probability_path",
+    "plot_high_probability_path",
     "log_prob_from_result",
 ]
 
@@ -682,6 +683,74 @@ def high_probability_path(
         "straight_min_log_prob": float(np.min(straight_lp)),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def plot_high_probability_path(path: xr.Dataset, *, observed: Any = None, max_parameters: int = 6, figsize: tuple[float, float] = (13.0, 3.6)):
+    """Figure of a path from :func:`high_probability_path` (e.g. the group ``high_probability_path``
+    of the pyloric reference result): three panels against the position along the path (0 at the
+    start draw, 1 at the end draw).
+
+    1. log posterior density along the path (circles) and along the straight line between the same
+       end points (squares);
+    2. the ``max_parameters`` parameters whose end points differ most (relative to the smaller
+       magnitude), each divided by its value at the start, so that all share one axis;
+    3. when the path has ``features``: every feature along the path divided by the observation
+       ``observed`` (a vector in the order of the ``feature`` coordinate; default: the feature at the
+       start point), with the straight line's features (``straight_line_features``, if stored) as
+       crosses; points whose simulation gave a non-finite feature (an invalid rhythm) are marked in
+       red on the horizontal axis and counted in the title.
+
+    Returns the matplotlib ``Figure`` (not shown or saved; the caller does that).
+    """
+    import matplotlib.pyplot as plt
+
+    if "path" not in path or "log_prob" not in path:
+        raise ValueError("plot_high_probability_path needs the Dataset of high_probability_path (variables 'path' and 'log_prob')")
+    if max_parameters < 1:
+        raise ValueError(f"max_parameters must be >= 1 (got {max_parameters})")
+    theta = np.asarray(path["path"].values, dtype=np.float64)
+    names = [str(n) for n in path["parameter"].values]
+    s = np.linspace(0.0, 1.0, theta.shape[0])
+    has_features = "features" in path
+    fig, axes = plt.subplots(1, 3 if has_features else 2, figsize=figsize)
+    ax = axes[0]
+    ax.plot(s, path["log_prob"].values, "o-", ms=3, label="high-probability path")
+    if "straight_log_prob" in path:
+        ax.plot(s, path["straight_log_prob"].values, "s--", ms=3, label="straight line")
+    ax.set(xlabel="position along the path", ylabel="log posterior density")
+    ax.legend(fontsize=7)
+
+    ax = axes[1]
+    a, b = theta[0], theta[-1]
+    rel = np.abs(a - b) / np.maximum(np.minimum(np.abs(a), np.abs(b)), 1e-300)
+    for i in np.argsort(-rel)[: min(max_parameters, len(names))]:
+        ax.plot(s, theta[:, i] / a[i] if a[i] != 0 else theta[:, i], "-", lw=1.2, label=f"{names[i]} ({rel[i]:.0%})")
+    ax.set(xlabel="position along the path", ylabel="parameter / value at the start")
+    ax.legend(fontsize=6, title="largest end-point differences", title_fontsize=6)
+
+    if has_features:
+        ax = axes[2]
+        feats = np.asarray(path["features"].values, dtype=np.float64)
+        fnames = [str(f) for f in path["feature"].values]
+        ref = feats[0] if observed is None else np.asarray(observed, dtype=np.float64)
+        if ref.shape != (feats.shape[1],):
+            raise ValueError(f"observed must have one value per feature ({feats.shape[1]}); got shape {ref.shape}")
+        ref = np.where(ref != 0, ref, np.nan)
+        straight = np.asarray(path["straight_line_features"].values, dtype=np.float64) if "straight_line_features" in path else None
+        for k, f in enumerate(fnames):
+            line = ax.plot(s, feats[:, k] / ref[k], "o-", ms=2.5, lw=0.9, label=f)[0]
+            if straight is not None:
+                ax.plot(s, straight[:, k] / ref[k], "x", ms=3, color=line.get_color())
+        ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        invalid = ~np.isfinite(feats).all(axis=1)
+        if invalid.any():
+            ax.plot(s[invalid], np.full(invalid.sum(), ax.get_ylim()[0]), "v", color="C3", ms=6, clip_on=False)
+        n_straight = "" if straight is None else f", straight line {int(np.isfinite(straight).all(axis=1).sum())}/{len(s)} (x)"
+        ax.set_title(f"valid points: path {int((~invalid).sum())}/{len(s)}{n_straight}", fontsize=8)
+        ax.set(xlabel="position along the path", ylabel="feature / " + ("observation" if observed is not None else "value at the start"))
+        ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------- densities from results

@@ -182,30 +182,10 @@ def _figure(path, prob, file: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mechzoo.inference.analysis import plot_high_probability_path
 
-    names_f = prob.feature_names()
-    feats = path["features"].values
-    straight_feats = path["straight_line_features"].values
-    s = np.linspace(0, 1, feats.shape[0])
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(s, path["log_prob"].values, "o-", label="high-probability path")
-    axes[0].plot(s, path["straight_log_prob"].values, "s--", label="straight line")
-    axes[0].set(xlabel="position along the path", ylabel="log posterior density (NPE)")
-    axes[0].legend(fontsize=8)
-    for ax, fnames, title in ((axes[1], ["cycle_period", "burst_duration_ABPD", "burst_duration_LP", "burst_duration_PY"], "ms"),
-                              (axes[2], ["duty_cycle_ABPD", "duty_cycle_LP", "duty_cycle_PY", "start_phase_LP", "start_phase_PY"], "fraction of cycle")):
-        for f in fnames:
-            k = names_f.index(f)
-            line = ax.plot(s, feats[:, k], "o-", ms=3, label=f)[0]
-            ax.plot(s, straight_feats[:, k], "x", color=line.get_color(), ms=4)
-            ax.axhline(prob.observed_features()[k], color=line.get_color(), lw=0.6, ls=":")
-        ax.set(xlabel="position along the path", ylabel=title)
-        ax.legend(fontsize=7)
-    axes[1].set_title("features along the path (o), straight line (x), observed (:)", fontsize=9)
-    fig.tight_layout()
+    fig = plot_high_probability_path(path, observed=prob.observed_features())
     fig.savefig(file, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -696,6 +696,85 @@ def _table_diagnostics(table, label: str = "parameter") -> str:
 _COST_KEYS = ("wall_time_s", "n_simulations", "n_loglik_evaluations", "n_gradient_evaluations")
 
 
+def _result_block(entry, m: str, res, figdir: Path, stem: str) -> list[str]:
+    """Posterior figure (``figures/<stem>-posterior.png``) and ``mechzoo.diagnose`` tables of one
+    result of route ``m``, as reST lines; a failure in either is shown on the page, not raised."""
+    import mechzoo
+
+    L: list[str] = []
+    try:
+        fig, caption = plot_posterior(entry, res, m)
+        _save(fig, figdir / f"{stem}-posterior.png")
+        L += [f".. figure:: figures/{stem}-posterior.png", f"   :alt: {m} posterior of {esc(entry.title)}", "   :class: mz-figure", "   :figclass: mz-figure", "",
+              f"   {esc(caption)}", ""]
+    except Exception as exc:
+        L += [".. error::", "", f"   Plotting the posterior failed: {lit(_short(exc))}", ""]
+    try:
+        table = mechzoo.diagnose(res)
+        L += [".. rubric:: Diagnostics from mechzoo.diagnose", "", _table_diagnostics(table), ""]
+        info = {k: v for k, v in table.attrs.items() if k not in (*_COST_KEYS, "route", "entry_id") and v is not None}
+        nested = {k: v for k, v in info.items() if isinstance(v, dict) and v and all(isinstance(r, dict) for r in v.values())}
+        info = {k: v for k, v in info.items() if k not in nested}
+        if info:
+            L += [f"- {lit(k)}: {lit(fmt_value(v))}" for k, v in info.items()] + [""]
+        for name, rows in nested.items():  # e.g. the posterior predictive check, one row per feature
+            import pandas as pd
+
+            L += [f".. rubric:: {esc(name)}", "", _table_diagnostics(pd.DataFrame.from_dict(rows, orient="index"), label="row"), ""]
+    except Exception as exc:
+        L += [".. error::", "", f"   ``mechzoo.diagnose`` failed: {lit(_short(exc))}", ""]
+    return L
+
+
+def _reference_section(entry, figdir: Path) -> list[str]:
+    """The "Reference results" section: every result shipped for the entry
+    (:func:`mechzoo.reference_results`), with its posterior, diagnostics and, where the result has
+    a ``high_probability_path`` group, the path figure (:func:`plot_high_probability_path`)."""
+    import mechzoo
+
+    eid = entry.id
+    refs = mechzoo.reference_results(eid)
+    if not refs:
+        return []
+    L = [heading("Reference results", "-"), "",
+         "Fits run once outside CI with their full budgets and shipped with the package; load one with "
+         f"``mechzoo.reference_result({eid!r}, method=...)``. Their settings, seeds and costs are in the result's attributes.", ""]
+    for m, file in refs.items():
+        L += [heading(f"{ROUTE_NAMES.get(m, m)} (reference)", "~"), ""]
+        try:
+            res = mechzoo.reference_result(eid, m)
+        except Exception as exc:
+            L += [".. error::", "", f"   Loading the reference result ``{file.name}`` failed: {lit(_short(exc))}", ""]
+            continue
+        L += _result_block(entry, m, res, figdir, f"{eid}-reference-{m}")
+        if "high_probability_path" in res.children:
+            try:
+                L += _path_block(entry, res, figdir / f"{eid}-reference-{m}-path.png")
+            except Exception as exc:
+                L += [".. error::", "", f"   Plotting the high-probability path failed: {lit(_short(exc))}", ""]
+    return L
+
+
+def _path_block(entry, res, file: Path) -> list[str]:
+    from mechzoo.inference.analysis import plot_high_probability_path
+
+    path = res["high_probability_path"].to_dataset()
+    observed = None
+    if "posterior_predictive" in res.children and "observed_features" in res["posterior_predictive"].to_dataset():
+        observed = res["posterior_predictive"].to_dataset()["observed_features"].values
+    fig = plot_high_probability_path(path, observed=observed)
+    _save(fig, file)
+    n = path.sizes["point"]
+    valid = int(np.isfinite(path["features"].values).all(axis=1).sum()) if "features" in path else None
+    caption = (f"High-probability path between two posterior draws ({n} points; string method, "
+               "``mechzoo.inference.analysis.high_probability_path``): log posterior density along the path and the straight line, "
+               "the parameters that differ most between the end points (relative to their start values), and "
+               + ("the simulated features relative to the observation" if observed is not None else "the simulated features")
+               + (f"; {valid} of {n} points on the path give every feature." if valid is not None else "."))
+    return [".. rubric:: High-probability path", "", f".. figure:: figures/{file.name}", f"   :alt: high-probability path of {esc(entry.title)}",
+            "   :class: mz-figure", "   :figclass: mz-figure", "", f"   {esc(caption)}", ""]
+
+
 def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thumbdir: Path, fitted: bool = True) -> str:
     """The reST source of an entry's page; writes its figures into ``figdir`` and its thumbnail.
     ``fitted=False``: this build left the entry's fits out (``fit_entries``); the page says so."""
@@ -755,6 +834,8 @@ def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thum
     sim_config = _merge(opts.get("config", {}), sim_opts.get("config", {}))
     L += [simulation_section(entry, sim_opts.get("data", "default"), sim_config, figdir=figdir, thumbdir=thumbdir), ""]
 
+    L += _reference_section(entry, figdir)
+
     # posteriors
     L += [heading("Posteriors", "-"), ""]
     if not fitted:
@@ -774,27 +855,7 @@ def entry_page(entry, fits: Mapping[str, Any], *, fast: bool, figdir: Path, thum
                       textwrap.indent(res, "      "), ""]
                 cost_rows.append([lit(m), "failed", "–", "–", "–", "–"])
                 continue
-            try:
-                fig, caption = plot_posterior(entry, res, m)
-                _save(fig, figdir / f"{eid}-{m}-posterior.png")
-                L += [f".. figure:: figures/{eid}-{m}-posterior.png", f"   :alt: {m} posterior of {esc(entry.title)}", "   :class: mz-figure", "   :figclass: mz-figure", "",
-                      f"   {esc(caption)}", ""]
-            except Exception as exc:
-                L += [".. error::", "", f"   Plotting the posterior failed: {lit(_short(exc))}", ""]
-            try:
-                table = mechzoo.diagnose(res)
-                L += [".. rubric:: Diagnostics from mechzoo.diagnose", "", _table_diagnostics(table), ""]
-                info = {k: v for k, v in table.attrs.items() if k not in (*_COST_KEYS, "route", "entry_id") and v is not None}
-                nested = {k: v for k, v in info.items() if isinstance(v, dict) and v and all(isinstance(r, dict) for r in v.values())}
-                info = {k: v for k, v in info.items() if k not in nested}
-                if info:
-                    L += [f"- {lit(k)}: {lit(fmt_value(v))}" for k, v in info.items()] + [""]
-                for name, rows in nested.items():  # e.g. the posterior predictive check, one row per feature
-                    import pandas as pd
-
-                    L += [f".. rubric:: {esc(name)}", "", _table_diagnostics(pd.DataFrame.from_dict(rows, orient="index"), label="row"), ""]
-            except Exception as exc:
-                L += [".. error::", "", f"   ``mechzoo.diagnose`` failed: {lit(_short(exc))}", ""]
+            L += _result_block(entry, m, res, figdir, f"{eid}-{m}")
             from mechzoo.inference.result import result_attrs
 
             a = result_attrs(res)

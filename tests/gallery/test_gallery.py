@@ -277,3 +277,41 @@ def test_site_in_headless_browser(site, tmp_path):
     problems += [f"failed request: {r}" for r in server.failed]
     assert not problems, "\n".join(problems)
     assert (site.out / "landing-screenshot.png").stat().st_size > 10_000
+
+
+def test_reference_results_get_a_section_with_the_path_figure(tmp_path, monkeypatch):
+    """A shipped reference result is shown on the entry page: posterior, diagnostics and, if the
+    result carries one, its high-probability path."""
+    import numpy as np
+    import xarray as xr
+
+    from mechzoo import registry
+    from mechzoo.inference.analysis import high_probability_path
+
+    monkeypatch.setattr(registry, "REFERENCE_DIR", tmp_path / "refs")
+    entry = mechzoo.load("linear-gaussian")
+    assert gallery._reference_section(entry, tmp_path / "figures") == []  # nothing shipped: no section
+    rng = np.random.default_rng(0)
+    post = xr.Dataset({"intercept": (("chain", "draw"), 0.7 + 0.1 * rng.standard_normal((2, 50))),
+                       "slopes": (("chain", "draw", "covariate"), [1.2, -0.8] + 0.1 * rng.standard_normal((2, 50, 2)))},
+                      coords={"covariate": ["x1", "x2"]})
+
+    def log_prob(theta):
+        return -0.5 * np.sum(theta**2, axis=1)
+
+    path = high_probability_path(log_prob, np.array([0.5, 1.0, -1.0]), np.array([0.9, 1.4, -0.6]), n_points=5, n_iter=5,
+                                 names=["intercept", "slopes[x1]", "slopes[x2]"], simulate=lambda t: t[:, :2] * 2.0, feature_names=["f", "g"])
+    tree = xr.DataTree.from_dict({"posterior": post, "high_probability_path": path,
+                                  "posterior_predictive": xr.Dataset({"observed_features": (("feature",), [1.5, 2.5])}, coords={"feature": ["f", "g"]})})
+    tree.attrs.update(method="nuts", entry_id="linear-gaussian")
+    (tmp_path / "refs").mkdir()
+    mechzoo.save_result(tree, tmp_path / "refs" / "linear-gaussian-reference-nuts.nc")
+    lines = gallery._reference_section(entry, tmp_path / "figures")
+    text = "\n".join(lines)
+    assert "Reference results" in text and "mechzoo.reference_result('linear-gaussian', method=...)" in text
+    assert ".. figure:: figures/linear-gaussian-reference-nuts-posterior.png" in text
+    assert ".. figure:: figures/linear-gaussian-reference-nuts-path.png" in text
+    assert "5 of 5 points on the path give every feature" in text and "relative to the observation" in text
+    assert ".. error::" not in text
+    assert (tmp_path / "figures" / "linear-gaussian-reference-nuts-posterior.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "linear-gaussian-reference-nuts-path.png").stat().st_size > 0

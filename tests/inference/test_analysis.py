@@ -15,6 +15,7 @@ from mechzoo.inference.analysis import (
     conditional_correlations,
     high_probability_path,
     log_prob_from_result,
+    plot_high_probability_path,
     posterior_correlations,
     sensitivity,
 )
@@ -205,6 +206,42 @@ def test_path_respects_bounds_and_attaches_features():
     assert ds["features"].dims == ("point", "feature") and list(ds["feature"].values) == ["sum", "product"]
     np.testing.assert_allclose(ds["features"].values, simulate(path))
     assert ds.attrs["bounds"] == "given"
+
+
+def test_path_figure_shows_density_largest_changes_and_invalid_points():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start, end = np.array([-2.0, 1.0, 5.0]), np.array([2.0, 1.0, 5.5])
+
+    def log_prob(theta):
+        return banana_log_prob(theta[:, :2]) - 0.5 * (theta[:, 2] - 5.0) ** 2
+
+    def simulate(theta):  # the middle points give no second feature (an "invalid" simulation)
+        second = np.where(np.abs(theta[:, 0]) < 0.5, np.nan, theta[:, 0] * theta[:, 1])
+        return np.stack([theta.sum(axis=1), second], axis=1)
+
+    ds = high_probability_path(log_prob, start, end, n_points=11, seed=0, names=["x", "y", "z"], simulate=simulate, feature_names=["sum", "product"])
+    ds["straight_line_features"] = (("point", "feature"), simulate(ds["straight_line"].values))
+    n_invalid = int((~np.isfinite(ds["features"].values).all(axis=1)).sum())
+    assert 0 < n_invalid < 11
+    fig = plot_high_probability_path(ds, observed=[4.0, 2.0], max_parameters=2)
+    density, params, feats = fig.axes
+    np.testing.assert_allclose(density.lines[0].get_ydata(), ds["log_prob"].values)
+    np.testing.assert_allclose(density.lines[1].get_ydata(), ds["straight_log_prob"].values)
+    labels = [line.get_label() for line in params.lines]
+    assert labels == ["x (200%)", "z (10%)"]  # the two largest relative end-point differences; y does not change
+    np.testing.assert_allclose(params.lines[0].get_ydata(), ds["path"].values[:, 0] / -2.0)
+    np.testing.assert_allclose(feats.lines[0].get_ydata(), ds["features"].values[:, 0] / 4.0)  # relative to the observation
+    assert feats.get_title().startswith(f"valid points: path {11 - n_invalid}/11")
+    with pytest.raises(ValueError, match="one value per feature"):
+        plot_high_probability_path(ds, observed=[1.0])
+    with pytest.raises(ValueError, match="needs the Dataset of high_probability_path"):
+        plot_high_probability_path(ds.drop_vars("path"))
+    plt.close("all")
 
 
 # ----------------------------------------------------------------------------- bad input
