@@ -51,6 +51,10 @@ def main() -> None:
     ap.add_argument("--out", default="results/pyloric")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pilot", type=int, default=20_000, help="prior simulations for the restriction classifier")
+    ap.add_argument("--balanced", action="store_true",
+                    help="weight the classifier's loss so valid and invalid pilot simulations count equally (restrict['loss_importance_weights'])")
+    ap.add_argument("--allowed-false-negatives", type=float, default=0.0,
+                    help="fraction of valid pilot simulations the restriction may reject (restrict['allowed_false_negatives'])")
     ap.add_argument("--bank", type=int, default=5_000, help="simulations from the restricted prior (first NPE round)")
     ap.add_argument("--rounds", type=int, default=2, help="truncated rounds")
     ap.add_argument("--round-sims", type=int, default=10_000, help="simulations per truncated round")
@@ -65,7 +69,8 @@ def main() -> None:
 
     settings = {
         "num_simulations": args.bank,
-        "restrict": {"simulations": args.pilot},
+        "restrict": {"simulations": args.pilot, "loss_importance_weights": args.balanced,
+                     "allowed_false_negatives": args.allowed_false_negatives},
         "truncate": {"rounds": args.rounds, "simulations": args.round_sims},
         "ppc_draws": args.ppc,
         "ppc_noise_seeds": 0,
