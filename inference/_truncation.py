@@ -37,7 +37,7 @@ import torch
 
 from ._rejection import RejectionPrior
 
-__all__ = ["TruncatedPrior", "HPRegion", "truncated_box_sample", "box_mass"]
+__all__ = ["TruncatedPrior", "HPRegion", "PosteriorProposal", "truncated_box_sample", "box_mass"]
 
 #: Version of the truncated sampler; part of the fingerprint, so that banks drawn by an older
 #: sampler are not extended by a newer one.
@@ -236,3 +236,53 @@ def _prior_bounds(joint) -> tuple[np.ndarray, np.ndarray]:
         lo.append(np.broadcast_to(np.asarray(a, dtype=np.float64), p.shape).reshape(-1))
         hi.append(np.broadcast_to(np.asarray(b, dtype=np.float64), p.shape).reshape(-1))
     return np.concatenate(lo), np.concatenate(hi)
+
+
+class PosteriorProposal(torch.distributions.Distribution):
+    """The current posterior estimate q(θ | x_o) as the proposal of an APT round (the
+    ``sequential`` setting of :mod:`mechzoo.inference.npe`).
+
+    ``sample_seeded(n, seed)`` depends only on the seed (the campaign draws θ blocks with it);
+    ``fingerprint`` hashes the estimator key, the round and the estimator's weights, so that a
+    bank is extended only by draws of the same proposal. ``log_prob`` is the posterior's
+    (normalised for leakage by ``sbi``).
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, posterior, x_o: np.ndarray, *, key: str, round: int):
+        self.posterior = posterior
+        self.x_o = torch.as_tensor(np.asarray(x_o, dtype=np.float32))
+        self.posterior.set_default_x(self.x_o)
+        self.prior = posterior.prior
+        h = hashlib.sha256(json.dumps({"key": key, "round": int(round), "sampler": "posterior-proposal-1"}, sort_keys=True).encode())
+        for name, tensor in sorted(posterior.posterior_estimator.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        self._fingerprint = h.hexdigest()
+        super().__init__(batch_shape=self.prior.batch_shape, event_shape=self.prior.event_shape, validate_args=False)
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def support(self):
+        return self.prior.support
+
+    def sample(self, sample_shape=torch.Size()):
+        shape = torch.Size(sample_shape)
+        with torch.no_grad():
+            draws = self.posterior.sample(shape, x=self.x_o, show_progress_bars=False)
+        return draws.to(torch.float64)
+
+    def sample_seeded(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` draws that depend only on ``seed`` (the global torch RNG is left untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return self.sample(torch.Size([int(n)]))
+
+    def log_prob(self, value):
+        with torch.no_grad():
+            return self.posterior.log_prob(torch.as_tensor(value, dtype=torch.float32), x=self.x_o).to(torch.float64)

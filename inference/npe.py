@@ -112,6 +112,36 @@ box), ``truncation_round_box_mass`` (prior mass of the box), ``truncation_round_
 ``truncation_simulation_wall_time_s`` (``training_wall_time_s`` covers the training of every
 round and the construction of the proposals).
 
+Sequential rounds with the posterior as proposal (one observation)
+--------------------------------------------------------------------
+The setting ``sequential`` (off by default; it excludes ``truncate``) adds ``rounds`` rounds of
+APT / SNPE-C (Greenberg, Nonnenmacher & Macke 2019, ICML, "Automatic posterior
+transformation"), the sequential method of the seed paper (Gonçalves et al. 2020, eLife): each
+round simulates ``simulations`` draws of the current posterior q_{r-1}(θ | x_o)
+(:class:`~mechzoo.inference._truncation.PosteriorProposal`: seeded, bank keyed by a fingerprint
+of the estimator's weights, seed stream ``"sequential-r"``), appends the valid ones with that
+proposal and retrains the same network on all rounds with ``sbi``'s atomic loss (``num_atoms``
+atoms). The atomic loss corrects for the proposal, so no importance weights are needed. On a
+simulator with invalid simulations, the valid rows of a round are draws of
+q_{r-1}(θ) P(valid | θ), not of q_{r-1}: with the correction by q_{r-1}/p the estimator then targets
+p(θ) P(valid | θ) p(x | θ, valid) = p(θ) p(x | θ) for a valid x — the ordinary posterior at a
+valid observation, which is also what the first round's valid-only training targets. Like
+``truncate``, the result is fitted to the observation and **not amortised**: the estimator key
+includes the observation, SBC over the prior is not run (the ``calibration`` group says why) and
+the attrs carry ``amortised = 0``; the round posteriors are cached beside the estimator so that
+an interrupted run resumes with the same proposals. Reported: ``sequential_rounds``,
+``sequential_num_atoms``, ``sequential_round_simulations``, ``sequential_round_valid_fractions``
+(the validity rate of posterior draws, a check in itself), ``sequential_round_epochs`` and
+``sequential_simulation_wall_time_s``. APT can overconcentrate when rounds are few and small
+(Deistler et al. 2022, NeurIPS, the reason for TSNPE): check the result with the posterior
+predictive check.
+
+Bounded flows
+-------------
+``theta_transform = "logit"`` puts a fixed bijection from the prior box to R^D in front of the
+flow (:mod:`mechzoo.inference._bounded`), so that the estimate has no mass outside the prior's
+bounds; the density, the loss and the draws stay in θ.
+
 Checks
 ------
 The trained posterior is saved (``estimator_path`` attribute) so that new observations can be
@@ -157,8 +187,12 @@ __all__ = [
     "posterior_predictive_features",
     "RESTRICT_DEFAULTS",
     "TRUNCATE_DEFAULTS",
+    "SEQUENTIAL_DEFAULTS",
+    "THETA_TRANSFORMS",
     "check_restrict_declaration",
     "check_truncate_declaration",
+    "check_sequential_declaration",
+    "check_theta_transform",
     "restriction_key",
     "train_restriction",
 ]
@@ -182,6 +216,8 @@ DEFAULTS: dict[str, Any] = {
     "ppc_noise_seeds": 20,
     "restrict": None,
     "truncate": None,
+    "sequential": None,
+    "theta_transform": None,
 }
 """Default settings of the route. Besides the simulation budget and ``sbi`` training settings:
 
@@ -210,7 +246,24 @@ on top), and ``sbc_simulations`` are drawn from the restricted prior too. Exampl
 ``truncate`` (default ``None``: off) adds truncated sequential rounds at the observation (module
 docstring, "Truncated sequential rounds"): a mapping with the required keys ``rounds`` and
 ``simulations`` (per round) and the optional keys of :data:`TRUNCATE_DEFAULTS`. Example (TOML):
-``truncate = { rounds = 2, simulations = 20000 }``."""
+``truncate = { rounds = 2, simulations = 20000 }``.
+
+``sequential`` (default ``None``: off) adds APT rounds at the observation (module docstring,
+"Sequential rounds with the posterior as proposal"): a mapping with the required keys ``rounds``
+and ``simulations`` (per round) and the optional keys of :data:`SEQUENTIAL_DEFAULTS`; it
+excludes ``truncate``. Example (TOML): ``sequential = { rounds = 5, simulations = 5000 }``.
+
+``theta_transform`` (default ``None``: the flow models θ directly) set to ``"logit"`` trains the
+flow on θ mapped from the prior box to R^D (:mod:`mechzoo.inference._bounded`: logit per
+coordinate, in log scale for log-uniform parameters), so the posterior has no leakage outside
+the prior's bounds."""
+
+#: Defaults of the optional keys of the ``sequential`` setting: ``num_atoms`` (atoms of the
+#: atomic APT loss, sbi's default 10).
+SEQUENTIAL_DEFAULTS: dict[str, Any] = {"num_atoms": 10}
+
+#: Choices of the ``theta_transform`` setting (None: off).
+THETA_TRANSFORMS = (None, "logit")
 
 #: Defaults of the optional keys of the ``truncate`` setting: ``quantile`` (the posterior mass
 #: left out of the high-probability region, TSNPE's ε), ``margin`` (the box is widened by this
@@ -339,6 +392,37 @@ def check_truncate_declaration(truncate: Any) -> dict[str, Any] | None:
     return out
 
 
+def check_sequential_declaration(sequential: Any) -> dict[str, Any] | None:
+    """Validate the ``sequential`` setting; returns it with defaults filled in, or None when off.
+
+    Raises ``ValueError`` for a non-mapping, unknown keys, ``rounds`` < 1, ``simulations`` < 10
+    or ``num_atoms`` < 2."""
+    if sequential is None:
+        return None
+    if not isinstance(sequential, Mapping):
+        raise ValueError(f"npe setting sequential must be None (off) or a mapping such as {{'rounds': 5, 'simulations': 5000}} (got {type(sequential).__name__} {sequential!r})")
+    known = {"rounds", "simulations", *SEQUENTIAL_DEFAULTS}
+    unknown = sorted(set(map(str, sequential)) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in npe setting sequential; known: {sorted(known)}")
+    missing = [k for k in ("rounds", "simulations") if k not in sequential]
+    if missing:
+        raise ValueError(f"npe setting sequential needs {missing} (e.g. sequential = {{'rounds': 5, 'simulations': 5000}})")
+    out = {**SEQUENTIAL_DEFAULTS, **{str(k): v for k, v in sequential.items()}}
+    for key, minimum in (("rounds", 1), ("simulations", 10), ("num_atoms", 2)):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+            raise ValueError(f"npe setting sequential[{key!r}] must be an integer >= {minimum} (got {v!r})")
+    return out
+
+
+def check_theta_transform(value: Any) -> str | None:
+    """Validate the ``theta_transform`` setting (None or ``"logit"``)."""
+    if value not in THETA_TRANSFORMS:
+        raise ValueError(f"npe setting theta_transform must be one of {list(THETA_TRANSFORMS)} (got {value!r})")
+    return value
+
+
 def check_invalid_declaration(invalid: Any, invalid_values: Any) -> None:
     """Validate the ``invalid`` / ``invalid_values`` settings without knowing the feature names.
 
@@ -455,6 +539,9 @@ def _validate_settings(problem: Problem, settings: Mapping[str, Any]) -> np.ndar
         raise ValueError("npe setting ppc_noise_seeds must be 0 (off) or >= 2: the noise SD at the median draw needs two simulations")
     check_restrict_declaration(settings["restrict"])
     check_truncate_declaration(settings["truncate"])
+    if check_sequential_declaration(settings["sequential"]) is not None and settings["truncate"] is not None:
+        raise ValueError("npe settings truncate and sequential exclude each other: choose the truncated (TSNPE) or the posterior (APT) proposals")
+    check_theta_transform(settings["theta_transform"])
     return invalid_replacement(settings["invalid"], settings["invalid_values"], problem.feature_names())
 
 
@@ -874,6 +961,11 @@ def estimator_key(problem: Problem, settings: Mapping[str, Any], seed: int) -> s
     if settings.get("truncate") is not None:  # not amortised: the estimator belongs to the observation
         content["truncate"] = check_truncate_declaration(settings["truncate"])
         content["observation"] = np.asarray(problem.observed_features(), dtype=np.float64).tolist()
+    if settings.get("sequential") is not None:  # not amortised either
+        content["sequential"] = check_sequential_declaration(settings["sequential"])
+        content["observation"] = np.asarray(problem.observed_features(), dtype=np.float64).tolist()
+    if settings.get("theta_transform") is not None:  # only when on, so that existing keys are unchanged
+        content["theta_transform"] = settings["theta_transform"]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -940,9 +1032,16 @@ def _train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         writer = SummaryWriter(log_dir=str(cache_dir() / "sbi-logs"))  # sbi would write into the working folder
+        density_estimator: Any = str(settings["density_estimator"])
+        if check_theta_transform(settings.get("theta_transform")) == "logit":
+            from sbi.neural_nets import posterior_nn
+
+            from ._bounded import bounded_builder, box_transform_for
+
+            density_estimator = bounded_builder(posterior_nn(model=density_estimator), box_transform_for(prior))
         inference = NPE(
             prior=prior,
-            density_estimator=str(settings["density_estimator"]),
+            density_estimator=density_estimator,
             show_progress_bars=progress,
             summary_writer=writer,
         )
@@ -967,6 +1066,16 @@ def _train(
                 counts[k] = [int(a) + int(b) for a, b in zip(counts[k], trunc_counts[k])]
             keep_total = int(keep.sum()) + trunc["n_truncation_training_simulations"]
             epochs += trunc["truncation_round_epochs"]
+        elif check_sequential_declaration(settings.get("sequential")) is not None:
+            posterior, seq, seq_counts = _sequential_rounds(problem, settings, seed, progress, replacement, path, inference, posterior, bank_kw, train_kw)
+            extra.update(seq)
+            n_total += seq["n_sequential_simulations"]
+            for k in ("n_invalid", "n_replaced", "n_excluded"):
+                counts[k] += seq_counts[k]
+            for k in ("invalid_feature_counts", "replaced_feature_counts"):
+                counts[k] = [int(a) + int(b) for a, b in zip(counts[k], seq_counts[k])]
+            keep_total = int(keep.sum()) + seq["n_sequential_training_simulations"]
+            epochs += seq["sequential_round_epochs"]
         else:
             keep_total = int(keep.sum())
         writer.close()
@@ -980,7 +1089,7 @@ def _train(
         "replaced_feature_counts": counts["replaced_feature_counts"],
         "invalid_rule": str(settings["invalid"]),
         "simulation_wall_time_s": t_sim,
-        "training_wall_time_s": time.perf_counter() - t1 - float(extra.get("truncation_simulation_wall_time_s", 0.0)),
+        "training_wall_time_s": time.perf_counter() - t1 - float(extra.get("truncation_simulation_wall_time_s", 0.0)) - float(extra.get("sequential_simulation_wall_time_s", 0.0)),
         "epochs_trained": sum(epochs),
         **extra,
     }
@@ -1041,6 +1150,60 @@ def _truncated_rounds(problem, settings, seed, progress, replacement, path, infe
         rec["truncation_round_fingerprints"].append(proposal.fingerprint)
     rec.update({"n_truncation_simulations": n_sims, "n_truncation_training_simulations": n_keep, "truncation_simulation_wall_time_s": t_sim,
                 "truncation_observation": [float(v) for v in x_o]})
+    return posterior, rec, totals
+
+
+def _sequential_rounds(problem, settings, seed, progress, replacement, path, inference, posterior, bank_kw, train_kw):
+    """The APT rounds of the ``sequential`` setting (module docstring), inside the caller's seeded
+    torch RNG. Returns (final posterior, record, invalid counts of the round banks)."""
+    import torch
+
+    from ._truncation import PosteriorProposal
+
+    seq = check_sequential_declaration(settings["sequential"])
+    x_o = handle_invalid(problem.observed_features()[None], replacement)[0][0]
+    key = estimator_key(problem, settings, seed)
+    rec: dict[str, Any] = {"amortised": 0, "sequential_rounds": seq["rounds"], "sequential_num_atoms": seq["num_atoms"], "sequential_round_simulations": [],
+                           "sequential_round_valid_fractions": [], "sequential_round_epochs": [], "sequential_round_fingerprints": []}
+    totals = {"n_invalid": 0, "n_replaced": 0, "n_excluded": 0, "invalid_feature_counts": [0] * len(problem.feature_names()), "replaced_feature_counts": [0] * len(problem.feature_names())}
+    t_sim = 0.0
+    n_sims = n_keep = 0
+    for r in range(1, seq["rounds"] + 1):
+        proposal = PosteriorProposal(copy.deepcopy(posterior), x_o, key=key, round=r)
+        t = time.perf_counter()
+        theta, x = simulate_bank(problem, seq["simulations"], seed=seed, stream=f"sequential-{r}", prior=proposal, **bank_kw)
+        t_sim += time.perf_counter() - t
+        x, valid, counts = handle_invalid(x, replacement)
+        for k in ("n_invalid", "n_replaced", "n_excluded"):
+            totals[k] += counts[k]
+        for k in ("invalid_feature_counts", "replaced_feature_counts"):
+            totals[k] = [int(a) + int(b) for a, b in zip(totals[k], counts[k])]
+        if valid.sum() < 2:
+            raise RuntimeError(f"sequential round {r}: {int(valid.sum())} of {theta.shape[0]} simulations from the posterior are valid; cannot train (fix: more simulations in the first round or per round)")
+        inference.append_simulations(torch.as_tensor(theta[valid], dtype=torch.float32), torch.as_tensor(x[valid], dtype=torch.float32), proposal=proposal.posterior)
+        cached = None if path is None else path.with_name(f"{path.stem}-round-{r}.pt")
+        if cached is not None and cached.exists():  # a resumed campaign: the same round's network
+            posterior = load_posterior(cached)
+            inference._neural_net.load_state_dict(posterior.posterior_estimator.state_dict())
+            rec["sequential_round_epochs"].append(0)
+        else:
+            estimator = inference.train(num_atoms=int(seq["num_atoms"]), **train_kw)
+            posterior = inference.build_posterior(estimator)
+            rec["sequential_round_epochs"].append(int(inference.summary.get("epochs_trained", [0])[-1]))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(".tmp")
+                torch.save(posterior, tmp)
+                os.replace(tmp, cached)
+        n_sims += int(theta.shape[0])
+        n_keep += int(valid.sum())
+        rec["sequential_round_simulations"].append(int(theta.shape[0]))
+        rec["sequential_round_valid_fractions"].append(float(valid.mean()))
+        rec["sequential_round_fingerprints"].append(proposal.fingerprint)
+        if progress:
+            print(f"sequential round {r}/{seq['rounds']}: {int(valid.sum())} of {theta.shape[0]} valid ({valid.mean():.1%})", flush=True)
+    rec.update({"n_sequential_simulations": n_sims, "n_sequential_training_simulations": n_keep, "sequential_simulation_wall_time_s": t_sim,
+                "sequential_observation": [float(v) for v in x_o]})
     return posterior, rec, totals
 
 
@@ -1111,7 +1274,9 @@ def run(problem: Problem, *, settings: Mapping[str, Any] | None = None, seed: in
             sbc_prior = posterior.prior  # the restricted prior the estimator was trained with
             if not isinstance(getattr(sbc_prior, "fingerprint", None), str):
                 raise RuntimeError(f"the cached estimator {path} was not trained with a restricted prior; delete it and rerun")
-        if settings["truncate"] is not None:
+        if settings["sequential"] is not None:
+            calibration = xr.Dataset(attrs={"n_sbc": 0, "sbc_skipped": "sequential (APT) rounds: the estimator is fitted to this observation, not amortised over the prior, so SBC over the prior does not apply"})
+        elif settings["truncate"] is not None:
             calibration = xr.Dataset(attrs={"n_sbc": 0, "sbc_skipped": "truncated sequential rounds: the estimator is fitted to this observation, not amortised over the prior, so SBC over the prior does not apply"})
         else:
             calibration = _sbc(problem, posterior, settings, seed, progress, replacement, prior=sbc_prior)

@@ -50,14 +50,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/pyloric")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pilot", type=int, default=20_000, help="prior simulations for the restriction classifier")
+    ap.add_argument("--pilot", type=int, default=20_000, help="prior simulations for the restriction classifier (0: no restriction, the first bank is drawn from the prior)")
     ap.add_argument("--balanced", action="store_true",
                     help="weight the classifier's loss so valid and invalid pilot simulations count equally (restrict['loss_importance_weights'])")
     ap.add_argument("--allowed-false-negatives", type=float, default=0.0,
                     help="fraction of valid pilot simulations the restriction may reject (restrict['allowed_false_negatives'])")
     ap.add_argument("--bank", type=int, default=5_000, help="simulations from the restricted prior (first NPE round)")
-    ap.add_argument("--rounds", type=int, default=2, help="truncated rounds")
-    ap.add_argument("--round-sims", type=int, default=10_000, help="simulations per truncated round")
+    ap.add_argument("--proposal", choices=["truncated", "posterior"], default="truncated",
+                    help="later rounds: TSNPE's truncated prior (setting truncate) or APT's posterior (setting sequential)")
+    ap.add_argument("--rounds", type=int, default=2, help="truncated (or APT) rounds")
+    ap.add_argument("--round-sims", type=int, default=10_000, help="simulations per round")
+    ap.add_argument("--logit", action="store_true", help="train the flow on logit-transformed parameters (setting theta_transform = 'logit')")
+    ap.add_argument("--path-pairs", type=int, default=10, help="endpoint pairs tried, best first, until a path is valid at every point")
     ap.add_argument("--ppc", type=int, default=1000, help="posterior draws simulated for the predictive check")
     ap.add_argument("--path-points", type=int, default=24)
     ap.add_argument("--install", action="store_true", help="copy the result to the entry's reference result")
@@ -67,11 +71,14 @@ def main() -> None:
     import mechzoo
     from mechzoo.inference.result import result_attrs
 
+    rounds = {"rounds": args.rounds, "simulations": args.round_sims}
     settings = {
         "num_simulations": args.bank,
-        "restrict": {"simulations": args.pilot, "loss_importance_weights": args.balanced,
-                     "allowed_false_negatives": args.allowed_false_negatives},
-        "truncate": {"rounds": args.rounds, "simulations": args.round_sims},
+        "restrict": None if args.pilot == 0 else {"simulations": args.pilot, "loss_importance_weights": args.balanced,
+                                                  "allowed_false_negatives": args.allowed_false_negatives},
+        "truncate": rounds if args.proposal == "truncated" else None,
+        "sequential": rounds if args.proposal == "posterior" else None,
+        "theta_transform": "logit" if args.logit else None,
         "ppc_draws": args.ppc,
         "ppc_noise_seeds": 0,
         "sbc_simulations": 0,
@@ -89,11 +96,11 @@ def main() -> None:
     valid = np.isfinite(x).all(axis=1)
     medians = {f: float(np.median(x[valid, names_f.index(f)])) if valid.any() else None for f in CHECKED}
     rel = {f: (abs(medians[f] - x_o[names_f.index(f)]) / abs(x_o[names_f.index(f)]) if medians[f] is not None else None) for f in CHECKED}
-    keys = [k for k in attrs if k.startswith(("restriction_", "truncation_", "bank_", "n_")) or k in ("amortised", "training_wall_time_s", "simulation_wall_time_s", "epochs_trained")]
+    keys = [k for k in attrs if k.startswith(("restriction_", "truncation_", "sequential_", "bank_", "n_")) or k in ("amortised", "training_wall_time_s", "simulation_wall_time_s", "epochs_trained")]
     summary = {
         "wall_time_s": wall,
         "settings": settings,
-        "training": {k: attrs[k] for k in keys if not k.startswith("truncation_observation")},
+        "training": {k: attrs[k] for k in keys if not k.endswith(("_observation", "_observation_json"))},
         "ppc": {
             "n_draws": int(x.shape[0]),
             "n_valid": int(valid.sum()),
@@ -133,29 +140,44 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
     log_prob = analysis.log_prob_from_result(res, prob)
     lp = log_prob(theta)
     order = np.argsort(-lp)[: min(200, theta.shape[0])]  # candidates among the most probable valid draws
-    best, pair = -np.inf, None
+    candidates = []
     for a_i, a in enumerate(order):
         for b in order[a_i + 1 :]:
             n_big = int((_relative_difference(theta[a, membrane], theta[b, membrane]) > 0.5).sum())
             if n_big >= 3:
-                score = min(lp[a], lp[b]) + 0.1 * n_big
-                if score > best:
-                    best, pair = score, (int(a), int(b), n_big)
-    if pair is None:
+                candidates.append((min(lp[a], lp[b]) + 0.1 * n_big, int(a), int(b), n_big))
+    if not candidates:
         return {"found_pair": False}, None
-    a, b, n_big = pair
+    candidates.sort(reverse=True)
     lo, hi = _prior_bounds(prob.torch_prior())
     sd = theta.std(axis=0)
 
     def simulate(points: np.ndarray) -> np.ndarray:
         return prob.simulate_features(points, seeds_for(args.seed, points.shape[0], stream="path"))
 
+    # pairs best first, each endpoint used once, until the path is valid at every point (or
+    # --path-pairs pairs are spent: the best-scoring path is then reported, with its invalid points)
     t = time.perf_counter()
-    path = analysis.high_probability_path(
-        log_prob, theta[a], theta[b], n_points=args.path_points, bounds=(lo, hi), scale=sd, names=names,
-        simulate=simulate, feature_names=prob.feature_names(), seed=args.seed,
-    )
+    tried, used, best = [], set(), None
+    for _score, a, b, n_big in candidates:
+        if len(tried) >= args.path_pairs:
+            break
+        if a in used or b in used:
+            continue
+        used.update((a, b))
+        path = analysis.high_probability_path(
+            log_prob, theta[a], theta[b], n_points=args.path_points, bounds=(lo, hi), scale=sd, names=names,
+            simulate=simulate, feature_names=prob.feature_names(), seed=args.seed,
+        )
+        n_valid = int(np.isfinite(path["features"].values).all(axis=1).sum())
+        tried.append({"endpoints": [a, b], "n_conductances_differing_50pct": n_big, "n_valid": n_valid, "min_log_prob": float(path.attrs["min_log_prob"])})
+        print(f"path {len(tried)}: endpoints {a}, {b}: {n_valid}/{path.sizes['point']} points valid", flush=True)
+        if best is None or n_valid > best[0]:
+            best = (n_valid, path, a, b, n_big)
+        if n_valid == path.sizes["point"]:
+            break
     wall = time.perf_counter() - t
+    _, path, a, b, n_big = best
     feats = path["features"].values
     path_valid = np.isfinite(feats).all(axis=1)
     straight_feats = simulate(path["straight_line"].values)
@@ -174,6 +196,7 @@ def path_analysis(res, prob, ppc, valid, out: Path, args) -> dict:
         "path_min_log_prob": path.attrs["min_log_prob"],
         "straight_min_log_prob": path.attrs["straight_min_log_prob"],
         "string_iterations": path.attrs["n_iter_run"],
+        "pairs_tried": tried,
         "wall_time_s": wall,
     }, path
 
