@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/hh-npe-100k")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default=None, help="cache folder (default: a fresh temporary one)")
+    ap.add_argument("--settings", default="{}", help='JSON overrides of the entry\'s npe settings, e.g. \'{"theta_transform": "logit"}\'')
     ap.add_argument("--mode-only", action="store_true", help="only the mode check of <out>/npe.nc (its estimator must still exist)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -45,7 +46,8 @@ def main() -> None:
         print(json.dumps(summary["mode_check"], indent=1))
         return
     t0 = time.perf_counter()
-    res = mechzoo.fit("hh-pospischil", method="npe", seed=args.seed, out=out / "npe.nc")
+    overrides = json.loads(args.settings)
+    res = mechzoo.fit("hh-pospischil", method="npe", seed=args.seed, out=out / "npe.nc", **overrides)
     wall = time.perf_counter() - t0
     attrs = result_attrs(res)
     table = mechzoo.diagnose(res)
@@ -53,6 +55,7 @@ def main() -> None:
     truth = np.concatenate([np.ravel(np.asarray(p.reference, float)) for p in mechzoo.load("hh-pospischil").parameter_specs()])
     lo, hi = np.quantile(draws, [0.025, 0.975], axis=0)
     summary = {
+        "settings_overrides": overrides,
         "wall_time_s": wall,
         "simulation_wall_time_s": attrs.get("simulation_wall_time_s"),
         "training_wall_time_s": attrs.get("training_wall_time_s"),
