@@ -363,27 +363,38 @@ def check_restrict_declaration(restrict: Any) -> dict[str, Any] | None:
     return out
 
 
+def _check_rounds_declaration(name: str, value: Any, defaults: Mapping[str, Any], integers: tuple[tuple[str, int], ...]) -> dict[str, Any] | None:
+    """Shared checks of the round settings (``truncate``, ``sequential``): None (off) or a mapping
+    with the required ``rounds`` and ``simulations`` and the optional keys of ``defaults``;
+    returns it with defaults filled in and the ``integers`` (key, minimum) checked and cast."""
+    if value is None:
+        return None
+    example = f"{{'rounds': 2, 'simulations': {20000 if name == 'truncate' else 5000}}}"
+    if not isinstance(value, Mapping):
+        raise ValueError(f"npe setting {name} must be None (off) or a mapping such as {example} (got {type(value).__name__} {value!r})")
+    known = {"rounds", "simulations", *defaults}
+    unknown = sorted(set(map(str, value)) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in npe setting {name}; known: {sorted(known)}")
+    missing = [k for k in ("rounds", "simulations") if k not in value]
+    if missing:
+        raise ValueError(f"npe setting {name} needs {missing} (e.g. {name} = {example})")
+    out = {**defaults, **{str(k): v for k, v in value.items()}}
+    for key, minimum in (("rounds", 1), ("simulations", 10), *integers):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+            raise ValueError(f"npe setting {name}[{key!r}] must be an integer >= {minimum} (got {v!r})")
+        out[key] = int(v)
+    return out
+
+
 def check_truncate_declaration(truncate: Any) -> dict[str, Any] | None:
     """Validate the ``truncate`` setting; returns it with defaults filled in, or None when off.
 
     Raises ``ValueError`` naming the bad key and the fix."""
-    if truncate is None:
+    out = _check_rounds_declaration("truncate", truncate, TRUNCATE_DEFAULTS, (("posterior_draws", 100), ("probe", 100)))
+    if out is None:
         return None
-    if not isinstance(truncate, Mapping):
-        raise ValueError(f"npe setting truncate must be None (off) or a mapping such as {{'rounds': 2, 'simulations': 20000}} (got {type(truncate).__name__} {truncate!r})")
-    known = {"rounds", "simulations", *TRUNCATE_DEFAULTS}
-    unknown = sorted(set(map(str, truncate)) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in npe setting truncate; known: {sorted(known)}")
-    missing = [k for k in ("rounds", "simulations") if k not in truncate]
-    if missing:
-        raise ValueError(f"npe setting truncate needs {missing} (e.g. truncate = {{'rounds': 2, 'simulations': 20000}})")
-    out = {**TRUNCATE_DEFAULTS, **{str(k): v for k, v in truncate.items()}}
-    for key, minimum in (("rounds", 1), ("simulations", 10), ("posterior_draws", 100), ("probe", 100)):
-        v = out[key]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-            raise ValueError(f"npe setting truncate[{key!r}] must be an integer >= {minimum} (got {v!r})")
-        out[key] = int(v)
     if not 0.0 <= float(out["quantile"]) < 0.5:
         raise ValueError(f"npe setting truncate['quantile'] must be in [0, 0.5) (got {out['quantile']!r}); TSNPE uses 1e-4")
     if not float(out["margin"]) >= 0.0:
@@ -397,23 +408,7 @@ def check_sequential_declaration(sequential: Any) -> dict[str, Any] | None:
 
     Raises ``ValueError`` for a non-mapping, unknown keys, ``rounds`` < 1, ``simulations`` < 10
     or ``num_atoms`` < 2."""
-    if sequential is None:
-        return None
-    if not isinstance(sequential, Mapping):
-        raise ValueError(f"npe setting sequential must be None (off) or a mapping such as {{'rounds': 5, 'simulations': 5000}} (got {type(sequential).__name__} {sequential!r})")
-    known = {"rounds", "simulations", *SEQUENTIAL_DEFAULTS}
-    unknown = sorted(set(map(str, sequential)) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in npe setting sequential; known: {sorted(known)}")
-    missing = [k for k in ("rounds", "simulations") if k not in sequential]
-    if missing:
-        raise ValueError(f"npe setting sequential needs {missing} (e.g. sequential = {{'rounds': 5, 'simulations': 5000}})")
-    out = {**SEQUENTIAL_DEFAULTS, **{str(k): v for k, v in sequential.items()}}
-    for key, minimum in (("rounds", 1), ("simulations", 10), ("num_atoms", 2)):
-        v = out[key]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-            raise ValueError(f"npe setting sequential[{key!r}] must be an integer >= {minimum} (got {v!r})")
-    return out
+    return _check_rounds_declaration("sequential", sequential, SEQUENTIAL_DEFAULTS, (("num_atoms", 2),))
 
 
 def check_theta_transform(value: Any) -> str | None:

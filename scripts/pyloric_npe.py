@@ -21,13 +21,23 @@ result ``zoo/entries/data/pyloric-stg-reference-npe.nc``) and ``<out>/path.png``
 
     .venv/bin/python scripts/pyloric_npe.py --out results/pyloric
 
-Status (2026-12-03): run only on a tiny budget (4,000-draw pilot, 512-draw bank), through the
-first NPE training into the first truncated proposal; the full run is pending. Seen there: a
-pilot of 4,000 draws (31 valid) gives a classifier that accepts the whole prior
-(``allowed_false_negatives = 0``), and an estimator trained on ~35 valid simulations leaked so
-much mass outside the prior box that sbi's rejection sampling of ``posterior_draws`` samples
-for the first truncation took minutes (the truncation now uses the estimator's raw draws that
-fall inside the support instead). Use pilots of >= 20,000 draws.
+Runs so far (2026-12-04; numbers in ``results/pyloric*/summary.json``):
+
+* TSNPE (``--pilot 100000 --balanced --bank 2000 --rounds 4 --round-sims 10000 --install``,
+  ``results/pyloric``; the shipped reference result): 142,000 simulations, 45 min; the
+  balanced classifier accepts 80 % of the prior, round valid fractions 1.2-1.5 %; predictive
+  check 251/1000 valid, medians within 10 % for cycle period, LP duty cycle and LP phase only;
+  path 23/24 points valid.
+* APT (``--pilot 0 --bank 25000 --proposal posterior --rounds 8 --round-sims 6000 --logit``,
+  ``results/pyloric-apt``): 73,000 simulations, 28 min; posterior draws valid in 3.6-5.3 % per
+  round (no concentration: 6 of the 8 rounds stopped after 21-29 epochs with
+  ``stop_after_epochs = 20``, i.e. the validation loss improved only in the first few); the
+  predictive check 44/1000 valid; path
+  24/24 valid. A validity classifier trained on all 73,000 simulations and applied to the
+  posterior's draws raised the valid fraction only to 7-8 % (5-10 % allowed false negatives).
+
+Neither meets issue 7's predictive check (>= 50 % valid, medians within 10 %). Use pilots of
+>= 20,000 draws.
 """
 
 from __future__ import annotations

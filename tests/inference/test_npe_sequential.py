@@ -13,8 +13,8 @@ import pytest
 import mechzoo
 from mechzoo.inference import npe
 from mechzoo.inference.priors import ParameterSpec, joint_torch_prior, make_prior
-from mechzoo.inference.result import posterior_draws_flat, result_attrs
-from mechzoo.models.linear_gaussian import exact_posterior
+from mechzoo.inference.result import result_attrs
+from npe_round_helpers import FingerprintOnly, assert_matches_exact
 
 ENTRY = "linear-gaussian"
 SETTINGS = {
@@ -123,23 +123,6 @@ def sequential_fit(tmp_path_factory):
     return res, cache
 
 
-def _exact():
-    prob = mechzoo.problem(ENTRY)
-    mu0 = np.array([0.0, 0.0, 0.5])  # prior declared in the entry: intercept N(0,2), slopes N([0,0.5],[1,1.5])
-    sd0 = np.array([2.0, 1.0, 1.5])
-    return exact_posterior(prob.observed["y"], mu0, sd0, config=prob.config)
-
-
-class _FingerprintOnly:
-    """Reads back an existing bank by its fingerprint (never samples: the bank is complete)."""
-
-    def __init__(self, fingerprint):
-        self.fingerprint = fingerprint
-
-    def sample_seeded(self, n, seed):  # pragma: no cover - the bank holds every row
-        raise AssertionError("the bank should be complete")
-
-
 def test_sequential_round_is_counted_and_cached(sequential_fit, monkeypatch):
     res, cache = sequential_fit
     monkeypatch.setenv("MECHZOO_CACHE", str(cache))
@@ -151,18 +134,13 @@ def test_sequential_round_is_counted_and_cached(sequential_fit, monkeypatch):
     assert npe.load_posterior(str(attrs["estimator_path"]).replace(".pt", "-round-1.pt")) is not None
     # the round's bank holds draws of the first posterior (600 simulations): narrower than the
     # prior in every coordinate, a small fraction of its volume
-    theta, _ = npe.simulate_bank(mechzoo.problem(ENTRY), 600, seed=2, stream="sequential-1", prior=_FingerprintOnly(attrs["sequential_round_fingerprints"][0]), progress=False)
+    theta, _ = npe.simulate_bank(mechzoo.problem(ENTRY), 600, seed=2, stream="sequential-1", prior=FingerprintOnly(attrs["sequential_round_fingerprints"][0]), progress=False)
     ratio = theta.std(0) / np.array([2.0, 1.0, 1.5])  # prior SDs of the entry
     assert np.all(ratio < 1.0) and np.prod(ratio) < 0.25
 
 
 def test_sequential_posterior_matches_exact(sequential_fit):
-    res, _ = sequential_fit
-    mean, cov = _exact()
-    sd = np.sqrt(np.diag(cov))
-    draws, _ = posterior_draws_flat(res)
-    assert np.all(np.abs(draws.mean(0) - mean) / sd < 0.3)
-    assert np.all(np.abs(draws.std(0) / sd - 1) < 0.3)
+    assert_matches_exact(sequential_fit[0])
 
 
 def test_sequential_and_transform_enter_the_estimator_key():

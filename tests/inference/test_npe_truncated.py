@@ -15,8 +15,8 @@ import scipy.stats
 import mechzoo
 from mechzoo.inference import npe
 from mechzoo.inference.priors import ParameterSpec, joint_torch_prior, make_prior
-from mechzoo.inference.result import posterior_draws_flat, result_attrs
-from mechzoo.models.linear_gaussian import exact_posterior
+from mechzoo.inference.result import result_attrs
+from npe_round_helpers import FingerprintOnly, assert_matches_exact, exact_linear_gaussian
 
 ENTRY = "linear-gaussian"
 SETTINGS = {
@@ -102,38 +102,16 @@ def test_truncated_round_is_inside_its_proposal_and_counted(truncated_fit, monke
     # the round's posterior is cached for resumption; the round's bank holds draws of the box ∩ region
     path = str(attrs["estimator_path"])
     assert npe.load_posterior(path.replace(".pt", "-round-1.pt")) is not None
-    theta, _ = npe.simulate_bank(mechzoo.problem(ENTRY), 600, seed=2, stream="truncate-1", prior=_FingerprintOnly(attrs["truncation_round_fingerprints"][0]), progress=False)
-    _, cov = _exact()
+    theta, _ = npe.simulate_bank(mechzoo.problem(ENTRY), 600, seed=2, stream="truncate-1", prior=FingerprintOnly(attrs["truncation_round_fingerprints"][0]), progress=False)
+    _, cov = exact_linear_gaussian()
     sd = np.sqrt(np.diag(cov))
     width = theta.max(0) - theta.min(0)
     assert np.all(width < 16 * sd)  # a truncation to the posterior's support: prior SDs are 10-20x the posterior's
     assert np.all(width > 4 * sd)  # ... and not tighter than the posterior itself
 
 
-class _FingerprintOnly:
-    """Reads back an existing bank by its fingerprint (never samples: the bank is complete)."""
-
-    def __init__(self, fingerprint):
-        self.fingerprint = fingerprint
-
-    def sample_seeded(self, n, seed):  # pragma: no cover - the bank holds every row
-        raise AssertionError("the truncated bank should be complete")
-
-
-def _exact():
-    prob = mechzoo.problem(ENTRY)
-    mu0 = np.array([0.0, 0.0, 0.5])  # prior declared in the entry: intercept N(0,2), slopes N([0,0.5],[1,1.5])
-    sd0 = np.array([2.0, 1.0, 1.5])
-    return exact_posterior(prob.observed["y"], mu0, sd0, config=prob.config)
-
-
 def test_truncated_posterior_matches_exact(truncated_fit):
-    res, _ = truncated_fit
-    mean, cov = _exact()
-    sd = np.sqrt(np.diag(cov))
-    draws, _ = posterior_draws_flat(res)
-    assert np.all(np.abs(draws.mean(0) - mean) / sd < 0.3)
-    assert np.all(np.abs(draws.std(0) / sd - 1) < 0.3)
+    assert_matches_exact(truncated_fit[0])
 
 
 def test_truncated_estimator_key_depends_on_the_observation():
