@@ -15,7 +15,9 @@ Long runs: with ``checkpoint_dir`` each chain runs in its own process (``cores``
 writes its draws and its complete sampler state (step method with adaptation and random
 generator, current point) every ``checkpoint_every`` iterations; rerunning the same fit with the
 same ``checkpoint_dir`` resumes every chain exactly where it stopped (the draws equal an
-uninterrupted run's), and :func:`load_checkpoint` reads what was drawn at any time.
+uninterrupted run's), and :func:`load_checkpoint` reads what was drawn at any time. Each chain
+keeps its sampling clock in the checkpoint, so the result's ``sampling_wall_time_s_per_chain``
+attr sums every leg of an interrupted run (``wall_time_s`` is the last call only).
 ``checkpoint_stop_after`` (testing aid) stops each chain after that many iterations, as an
 interruption would. ``init`` may name a saved result (e.g. a MAP fit) to start from instead of
 re-running the MAP.
@@ -146,10 +148,13 @@ def _chain_worker(payload: bytes) -> int:
     tune, draws, every = int(job["tune"]), int(job["draws"]), max(1, int(job["every"]))
     total = tune + draws
     state_path = d / f"chain-{c}.state.pkl"
+    t_leg = time.perf_counter()
     if state_path.exists():
         state = cloudpickle.loads(state_path.read_bytes())
         step, point, i0, buf = state["step"], state["point"], int(state["i"]), state["buf"]
+        elapsed0 = float(state.get("elapsed_s", np.nan))  # NaN: a checkpoint written before the clock was kept
     else:
+        elapsed0 = 0.0
         step, point, i0 = job["step"], job["start"], 0
         buf = {"theta": [], "tuning": [], **{k: [] for k in _STATS}}
         step.setup_chain(np.random.default_rng([int(job["seed"]), c]), tune, draws)
@@ -162,10 +167,11 @@ def _chain_worker(payload: bytes) -> int:
     stop_after = job.get("stop_after")
 
     def save(i_next: int) -> None:
+        elapsed = elapsed0 + (time.perf_counter() - t_leg)  # this chain's sampling time over all legs
         out = io.BytesIO()
-        np.savez(out, names=np.array(job["names"]), **{k: np.asarray(v) for k, v in buf.items()})
+        np.savez(out, names=np.array(job["names"]), elapsed_s=np.float64(elapsed), **{k: np.asarray(v) for k, v in buf.items()})
         _atomic_write_bytes(d / f"chain-{c}.npz", out.getvalue())
-        _atomic_write_bytes(state_path, cloudpickle.dumps({"step": step, "point": point, "i": i_next, "buf": buf}))
+        _atomic_write_bytes(state_path, cloudpickle.dumps({"step": step, "point": point, "i": i_next, "buf": buf, "elapsed_s": elapsed}))
 
     for i in range(i0, total):
         if i == tune:
@@ -213,6 +219,9 @@ def load_checkpoint(directory) -> xr.Dataset:
     for k in _STATS:
         ds[k] = (("chain", "draw"), np.stack([pad(d.get(k, np.full(len(d["theta"]), np.nan)), np.nan) for d in data]))
     ds.attrs["n_draws_per_chain"] = [int(len(d["theta"])) for d in data]
+    # wall time each chain has spent sampling, summed over interrupted and resumed legs (NaN when
+    # the checkpoint predates this record or a leg was not timed)
+    ds.attrs["sampling_wall_time_s_per_chain"] = [float(d["elapsed_s"]) if "elapsed_s" in d else float("nan") for d in data]
     return ds
 
 
@@ -516,6 +525,9 @@ def run(
             raise ValueError("checkpoint_dir needs sampler='pymc' (the resumable driver runs PyMC's step methods)")
         post, stats, groups = _run_resumable(problem, model, method, settings, seed, init, potential, progress)
         wall = time.perf_counter() - t0
+        per_chain = load_checkpoint(settings["checkpoint_dir"]).attrs["sampling_wall_time_s_per_chain"]
+        # wall_time_s is this call; a resumed run's total sampling time is the slowest chain's sum over its legs
+        init_info["sampling_wall_time_s_per_chain"] = per_chain
         leapfrog = int(np.nansum(stats["n_steps"])) + sum(int(np.nansum(g["n_steps"].values)) for n, g in groups.items() if n == "warmup_sample_stats")
     else:
         idata = _sample(pm, model, method, settings, kwargs, potential)

@@ -8,7 +8,10 @@
 sampler state to ``<out>/checkpoint`` every 10 iterations: **rerun the same command to resume**
 an interrupted run exactly where it stopped (``mechzoo.inference.mcmc.load_checkpoint`` reads
 what was drawn at any time). The result goes to ``<out>/nuts.nc`` and, with ``--install``, to
-the entry's reference posterior shipped with the package.
+the entry's reference posterior shipped with the package. A resumed run appends this call's wall
+time to ``legs_wall_time_s`` of the previous summary (and of the installed result's attrs), so
+the cost of a run spread over several sessions is not lost; ``sampling_wall_time_s_per_chain``
+(checkpoint clock, summed over legs) is NaN for checkpoints written before that clock existed.
 
     .venv/bin/python scripts/mesogif_reference_nuts.py --init results/mesogif-recovery/map-all.nc
 """
@@ -17,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 import mechzoo
 import numpy as np
-from mechzoo.inference.result import posterior_draws_flat
+from mechzoo.inference.result import posterior_draws_flat, result_attrs
 from mechzoo.registry import REFERENCE_DIR
 
 ENTRY = "mesogif-2pop"
@@ -51,6 +53,9 @@ def main() -> None:
         out=out / "nuts.nc",
     )
     wall = time.perf_counter() - t0
+    previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    resumed = "resumed_from" in res.attrs
+    legs = [*previous.get("legs_wall_time_s", [previous["wall_time_s"]] if "wall_time_s" in previous else []), wall] if resumed else [wall]
     table = mechzoo.diagnose(res)
     draws, names = posterior_draws_flat(res)
     truth = np.concatenate([np.ravel(np.asarray(p.reference, float)) for p in mechzoo.load(ENTRY).parameter_specs()])
@@ -58,7 +63,9 @@ def main() -> None:
     inside = (truth >= lo) & (truth <= hi)
     stats = res["sample_stats"]
     summary = {
-        "wall_time_s": wall,
+        "wall_time_s": float(sum(legs)),
+        "legs_wall_time_s": legs,
+        "sampling_wall_time_s_per_chain": [float(t) for t in result_attrs(res).get("sampling_wall_time_s_per_chain", [])],
         "draws": args.draws, "tune": args.tune, "chains": args.chains, "mass_matrix": args.mass_matrix,
         "r_hat_max": float(table["r_hat"].max()),
         "ess_bulk_min": float(table["ess_bulk"].min()),
@@ -73,7 +80,8 @@ def main() -> None:
     print(table.to_string())
     print(json.dumps({k: v for k, v in summary.items() if k != "per_parameter"}, indent=1))
     if args.install:
-        shutil.copyfile(out / "nuts.nc", INSTALL)
+        res.attrs["legs_wall_time_s"] = legs
+        mechzoo.save_result(res, INSTALL)
         print("installed", INSTALL)
 
 

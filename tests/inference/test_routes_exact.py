@@ -154,7 +154,11 @@ def test_nuts_checkpoint_resumes_exactly(tmp_path):
         mechzoo.fit(ENTRY, checkpoint_dir=str(tmp_path / "cut"), checkpoint_stop_after=17, **common)
     part = load_checkpoint(tmp_path / "cut")
     assert part.attrs["n_draws_per_chain"] == [17, 17]
+    first_leg = part.attrs["sampling_wall_time_s_per_chain"]
     resumed = mechzoo.fit(ENTRY, checkpoint_dir=str(tmp_path / "cut"), **common)
+    # the sampling clock adds up over legs: the resumed run's record exceeds what the first leg took
+    per_chain = result_attrs(resumed)["sampling_wall_time_s_per_chain"]
+    assert len(per_chain) == 2 and all(t > t0 > 0 for t, t0 in zip(per_chain, first_leg))
     for name in ("intercept", "slopes"):
         np.testing.assert_array_equal(resumed["posterior"][name].values, whole["posterior"][name].values)
         np.testing.assert_array_equal(resumed["warmup_posterior"][name].values, whole["warmup_posterior"][name].values)
