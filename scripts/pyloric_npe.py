@@ -70,6 +70,8 @@ def main() -> None:
                     help="later rounds: TSNPE's truncated prior (setting truncate) or APT's posterior (setting sequential)")
     ap.add_argument("--rounds", type=int, default=2, help="truncated (or APT) rounds")
     ap.add_argument("--round-sims", type=int, default=10_000, help="simulations per round")
+    ap.add_argument("--quantile", type=float, default=None,
+                    help="TSNPE: posterior mass left outside the truncation region (truncate['quantile']; default 1e-4 as in Deistler et al. 2022)")
     ap.add_argument("--logit", action="store_true", help="train the flow on logit-transformed parameters (setting theta_transform = 'logit')")
     ap.add_argument("--path-pairs", type=int, default=10, help="endpoint pairs tried, best first, until a path is valid at every point")
     ap.add_argument("--ppc", type=int, default=1000, help="posterior draws simulated for the predictive check")
@@ -82,6 +84,10 @@ def main() -> None:
     from mechzoo.inference.result import result_attrs
 
     rounds = {"rounds": args.rounds, "simulations": args.round_sims}
+    if args.quantile is not None:
+        if args.proposal != "truncated":
+            ap.error("--quantile applies to --proposal truncated only")
+        rounds["quantile"] = args.quantile
     settings = {
         "num_simulations": args.bank,
         "restrict": None if args.pilot == 0 else {"simulations": args.pilot, "loss_importance_weights": args.balanced,
