@@ -4,8 +4,11 @@ Checked here: the box transform is a bijection whose log-determinant matches aut
 bounded estimator is a normalised density on the prior box (grid integral), puts every draw
 inside it and gives -inf outside; the settings are validated; and on ``linear-gaussian`` (exact
 posterior) one APT round is counted, cached, keeps the posterior exact within 0.3 posterior SD
-and makes the estimator specific to the observation.
+and makes the estimator specific to the observation; APT on a bounded prior without the logit
+flow warns (it leaks outside the prior).
 """
+
+import warnings
 
 import numpy as np
 import pytest
@@ -152,3 +155,13 @@ def test_sequential_and_transform_enter_the_estimator_key():
     plain = {**settings, "sequential": None}
     assert npe.estimator_key(a, plain, 0) == npe.estimator_key(b, plain, 0)
     assert npe.estimator_key(a, {**plain, "theta_transform": "logit"}, 0) != npe.estimator_key(a, plain, 0)
+
+
+def test_sequential_on_a_bounded_prior_without_the_logit_flow_warns():
+    settings = {**npe.DEFAULTS, "sequential": {"rounds": 1, "simulations": 100}}
+    with pytest.warns(UserWarning, match="theta_transform = 'logit'"):
+        npe._validate_settings(mechzoo.problem("hh-2param"), settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        npe._validate_settings(mechzoo.problem("hh-2param"), {**settings, "theta_transform": "logit"})
+        npe._validate_settings(mechzoo.problem(ENTRY), settings)  # Gaussian prior: nothing to bound
