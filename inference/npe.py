@@ -1076,20 +1076,14 @@ def _train(
             posterior, trunc, trunc_counts = _truncated_rounds(problem, settings, seed, progress, replacement, path, inference, posterior, prior, train_kw, bank_kw)
             extra.update(trunc)
             n_total += trunc["n_truncation_simulations"]
-            for k in ("n_invalid", "n_replaced", "n_excluded"):
-                counts[k] += trunc_counts[k]
-            for k in ("invalid_feature_counts", "replaced_feature_counts"):
-                counts[k] = [int(a) + int(b) for a, b in zip(counts[k], trunc_counts[k])]
+            _add_counts(counts, trunc_counts)
             keep_total = int(keep.sum()) + trunc["n_truncation_training_simulations"]
             epochs += trunc["truncation_round_epochs"]
         elif check_sequential_declaration(settings.get("sequential")) is not None:
             posterior, seq, seq_counts = _sequential_rounds(problem, settings, seed, progress, replacement, path, inference, posterior, bank_kw, train_kw)
             extra.update(seq)
             n_total += seq["n_sequential_simulations"]
-            for k in ("n_invalid", "n_replaced", "n_excluded"):
-                counts[k] += seq_counts[k]
-            for k in ("invalid_feature_counts", "replaced_feature_counts"):
-                counts[k] = [int(a) + int(b) for a, b in zip(counts[k], seq_counts[k])]
+            _add_counts(counts, seq_counts)
             keep_total = int(keep.sum()) + seq["n_sequential_training_simulations"]
             epochs += seq["sequential_round_epochs"]
         else:
@@ -1112,6 +1106,39 @@ def _train(
     return posterior, record
 
 
+def _new_counts(n_features: int) -> dict[str, Any]:
+    """Zero invalid counts (the record of :func:`handle_invalid`) for ``n_features`` features."""
+    return {"n_invalid": 0, "n_replaced": 0, "n_excluded": 0, "invalid_feature_counts": [0] * n_features, "replaced_feature_counts": [0] * n_features}
+
+
+def _add_counts(totals: dict[str, Any], counts: Mapping[str, Any]) -> None:
+    """Add the invalid counts ``counts`` (of :func:`handle_invalid`) into ``totals`` in place."""
+    for k in ("n_invalid", "n_replaced", "n_excluded"):
+        totals[k] += counts[k]
+    for k in ("invalid_feature_counts", "replaced_feature_counts"):
+        totals[k] = [int(a) + int(b) for a, b in zip(totals[k], counts[k])]
+
+
+def _train_round(inference, path: Path | None, r: int, train) -> tuple[Any, int]:
+    """Train round ``r`` of the sequential settings with ``train()`` (returns the estimator), or,
+    when the round's posterior is cached beside the estimator at ``path`` (a resumed run), load
+    it into the network instead. Returns (posterior, epochs trained: 0 when loaded)."""
+    import torch
+
+    cached = None if path is None else path.with_name(f"{path.stem}-round-{r}.pt")
+    if cached is not None and cached.exists():  # a resumed campaign: the same round's network
+        posterior = load_posterior(cached)
+        inference._neural_net.load_state_dict(posterior.posterior_estimator.state_dict())
+        return posterior, 0
+    posterior = inference.build_posterior(train())
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        torch.save(posterior, tmp)
+        os.replace(tmp, cached)
+    return posterior, int(inference.summary.get("epochs_trained", [0])[-1])
+
+
 def _truncated_rounds(problem, settings, seed, progress, replacement, path, inference, posterior, prior, train_kw, bank_kw):
     """The TSNPE rounds of the ``truncate`` setting (module docstring), inside the caller's
     seeded torch RNG. Returns (final posterior, record, invalid counts of the round banks)."""
@@ -1124,7 +1151,7 @@ def _truncated_rounds(problem, settings, seed, progress, replacement, path, infe
     key = estimator_key(problem, settings, seed)
     rec: dict[str, Any] = {"amortised": 0, "truncation_rounds": trunc["rounds"], "truncation_round_simulations": [], "truncation_round_valid_fractions": [],
                            "truncation_round_acceptance": [], "truncation_round_box_mass": [], "truncation_round_in_support": [], "truncation_round_epochs": [], "truncation_round_fingerprints": []}
-    totals = {"n_invalid": 0, "n_replaced": 0, "n_excluded": 0, "invalid_feature_counts": [0] * len(problem.feature_names()), "replaced_feature_counts": [0] * len(problem.feature_names())}
+    totals = _new_counts(len(problem.feature_names()))
     t_sim = 0.0
     n_sims = n_keep = 0
     proposal = None
@@ -1137,25 +1164,10 @@ def _truncated_rounds(problem, settings, seed, progress, replacement, path, infe
         theta, x = simulate_bank(problem, trunc["simulations"], seed=seed, stream=f"truncate-{r}", prior=proposal, **bank_kw)
         t_sim += time.perf_counter() - t
         x, valid, counts = handle_invalid(x, replacement)
-        for k in ("n_invalid", "n_replaced", "n_excluded"):
-            totals[k] += counts[k]
-        for k in ("invalid_feature_counts", "replaced_feature_counts"):
-            totals[k] = [int(a) + int(b) for a, b in zip(totals[k], counts[k])]
+        _add_counts(totals, counts)
         inference.append_simulations(torch.as_tensor(theta[valid], dtype=torch.float32), torch.as_tensor(x[valid], dtype=torch.float32))
-        cached = None if path is None else path.with_name(f"{path.stem}-round-{r}.pt")
-        if cached is not None and cached.exists():  # a resumed campaign: the same round's network
-            posterior = load_posterior(cached)
-            inference._neural_net.load_state_dict(posterior.posterior_estimator.state_dict())
-            rec["truncation_round_epochs"].append(0)
-        else:
-            estimator = inference.train(force_first_round_loss=True, **train_kw)
-            posterior = inference.build_posterior(estimator)
-            rec["truncation_round_epochs"].append(int(inference.summary.get("epochs_trained", [0])[-1]))
-            if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp")
-                torch.save(posterior, tmp)
-                os.replace(tmp, cached)
+        posterior, epochs = _train_round(inference, path, r, lambda: inference.train(force_first_round_loss=True, **train_kw))
+        rec["truncation_round_epochs"].append(epochs)
         n_sims += int(theta.shape[0])
         n_keep += int(valid.sum())
         rec["truncation_round_simulations"].append(int(theta.shape[0]))
@@ -1181,7 +1193,7 @@ def _sequential_rounds(problem, settings, seed, progress, replacement, path, inf
     key = estimator_key(problem, settings, seed)
     rec: dict[str, Any] = {"amortised": 0, "sequential_rounds": seq["rounds"], "sequential_num_atoms": seq["num_atoms"], "sequential_round_simulations": [],
                            "sequential_round_valid_fractions": [], "sequential_round_epochs": [], "sequential_round_fingerprints": []}
-    totals = {"n_invalid": 0, "n_replaced": 0, "n_excluded": 0, "invalid_feature_counts": [0] * len(problem.feature_names()), "replaced_feature_counts": [0] * len(problem.feature_names())}
+    totals = _new_counts(len(problem.feature_names()))
     t_sim = 0.0
     n_sims = n_keep = 0
     for r in range(1, seq["rounds"] + 1):
@@ -1190,27 +1202,12 @@ def _sequential_rounds(problem, settings, seed, progress, replacement, path, inf
         theta, x = simulate_bank(problem, seq["simulations"], seed=seed, stream=f"sequential-{r}", prior=proposal, **bank_kw)
         t_sim += time.perf_counter() - t
         x, valid, counts = handle_invalid(x, replacement)
-        for k in ("n_invalid", "n_replaced", "n_excluded"):
-            totals[k] += counts[k]
-        for k in ("invalid_feature_counts", "replaced_feature_counts"):
-            totals[k] = [int(a) + int(b) for a, b in zip(totals[k], counts[k])]
+        _add_counts(totals, counts)
         if valid.sum() < 2:
             raise RuntimeError(f"sequential round {r}: {int(valid.sum())} of {theta.shape[0]} simulations from the posterior are valid; cannot train (fix: more simulations in the first round or per round)")
         inference.append_simulations(torch.as_tensor(theta[valid], dtype=torch.float32), torch.as_tensor(x[valid], dtype=torch.float32), proposal=proposal.posterior)
-        cached = None if path is None else path.with_name(f"{path.stem}-round-{r}.pt")
-        if cached is not None and cached.exists():  # a resumed campaign: the same round's network
-            posterior = load_posterior(cached)
-            inference._neural_net.load_state_dict(posterior.posterior_estimator.state_dict())
-            rec["sequential_round_epochs"].append(0)
-        else:
-            estimator = inference.train(num_atoms=int(seq["num_atoms"]), **train_kw)
-            posterior = inference.build_posterior(estimator)
-            rec["sequential_round_epochs"].append(int(inference.summary.get("epochs_trained", [0])[-1]))
-            if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp")
-                torch.save(posterior, tmp)
-                os.replace(tmp, cached)
+        posterior, epochs = _train_round(inference, path, r, lambda: inference.train(num_atoms=int(seq["num_atoms"]), **train_kw))
+        rec["sequential_round_epochs"].append(epochs)
         n_sims += int(theta.shape[0])
         n_keep += int(valid.sum())
         rec["sequential_round_simulations"].append(int(theta.shape[0]))

@@ -1,6 +1,7 @@
 """Helpers shared by the sequential-round NPE tests (``truncate`` and ``sequential`` settings)."""
 
 import numpy as np
+import pytest
 
 import mechzoo
 from mechzoo.models.linear_gaussian import exact_posterior
@@ -14,6 +15,29 @@ def exact_linear_gaussian():
     mu0 = np.array([0.0, 0.0, 0.5])  # prior declared in the entry: intercept N(0,2), slopes N([0,0.5],[1,1.5])
     sd0 = np.array([2.0, 1.0, 1.5])
     return exact_posterior(prob.observed["y"], mu0, sd0, config=prob.config)
+
+
+def fit_in_fresh_cache(tmp_path_factory, name: str, settings: dict):
+    """``(result, cache folder)`` of an NPE fit of ``linear-gaussian`` (seed 2) in a new cache."""
+    cache = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MECHZOO_CACHE", str(cache))
+        res = mechzoo.fit(ENTRY, method="npe", seed=2, progress=False, **settings)
+    return res, cache
+
+
+def assert_key_is_specific_to_observation(settings: dict, round_setting: str) -> None:
+    """With the round setting ``round_setting`` on, the estimator key depends on the observation;
+    without it (an amortised estimator) it does not."""
+    from mechzoo.inference import npe
+
+    settings = {**npe.DEFAULTS, **settings}
+    a = mechzoo.problem(ENTRY)
+    b = mechzoo.problem(ENTRY, recipe="default", config=None)
+    b.observed = {k: np.asarray(v) + 0.5 for k, v in a.observed.items()}
+    assert npe.estimator_key(a, settings, 0) != npe.estimator_key(b, settings, 0)
+    plain = {**settings, round_setting: None}
+    assert npe.estimator_key(a, plain, 0) == npe.estimator_key(b, plain, 0)
 
 
 class FingerprintOnly:

@@ -9,6 +9,7 @@ flow warns (it leaks outside the prior).
 """
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import mechzoo
 from mechzoo.inference import npe
 from mechzoo.inference.priors import ParameterSpec, joint_torch_prior, make_prior
 from mechzoo.inference.result import result_attrs
-from npe_round_helpers import FingerprintOnly, assert_matches_exact
+from npe_round_helpers import FingerprintOnly, assert_key_is_specific_to_observation, assert_matches_exact, fit_in_fresh_cache
 
 ENTRY = "linear-gaussian"
 SETTINGS = {
@@ -119,11 +120,7 @@ def test_sequential_excludes_truncate_and_theta_transform_is_checked():
 
 @pytest.fixture(scope="module")
 def sequential_fit(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("sequential-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MECHZOO_CACHE", str(cache))
-        res = mechzoo.fit(ENTRY, method="npe", seed=2, progress=False, **SETTINGS)
-    return res, cache
+    return fit_in_fresh_cache(tmp_path_factory, "sequential-cache", SETTINGS)
 
 
 def test_sequential_round_is_counted_and_cached(sequential_fit, monkeypatch):
@@ -142,18 +139,29 @@ def test_sequential_round_is_counted_and_cached(sequential_fit, monkeypatch):
     assert np.all(ratio < 1.0) and np.prod(ratio) < 0.25
 
 
+def test_interrupted_sequential_run_resumes_from_its_cached_round(sequential_fit, monkeypatch):
+    """A run stopped after round 1 was saved (final estimator missing) loads that round's network
+    instead of training it again, and gives the uninterrupted run's draws."""
+    res, cache = sequential_fit
+    monkeypatch.setenv("MECHZOO_CACHE", str(cache))
+    path = Path(result_attrs(res)["estimator_path"])
+    path.unlink()
+    path.with_suffix(".json").unlink()
+    resumed = mechzoo.fit(ENTRY, method="npe", seed=2, progress=False, **SETTINGS)
+    attrs = result_attrs(resumed)
+    assert attrs["reused_estimator"] == 0 and attrs["sequential_round_epochs"] == [0]
+    for name in res["posterior"].data_vars:
+        np.testing.assert_array_equal(resumed["posterior"][name].values, res["posterior"][name].values)
+
+
 def test_sequential_posterior_matches_exact(sequential_fit):
     assert_matches_exact(sequential_fit[0])
 
 
 def test_sequential_and_transform_enter_the_estimator_key():
-    settings = {**npe.DEFAULTS, **SETTINGS}
+    assert_key_is_specific_to_observation(SETTINGS, "sequential")
     a = mechzoo.problem(ENTRY)
-    b = mechzoo.problem(ENTRY, recipe="default", config=None)
-    b.observed = {k: np.asarray(v) + 0.5 for k, v in a.observed.items()}
-    assert npe.estimator_key(a, settings, 0) != npe.estimator_key(b, settings, 0)
-    plain = {**settings, "sequential": None}
-    assert npe.estimator_key(a, plain, 0) == npe.estimator_key(b, plain, 0)
+    plain = {**npe.DEFAULTS, **SETTINGS, "sequential": None}
     assert npe.estimator_key(a, {**plain, "theta_transform": "logit"}, 0) != npe.estimator_key(a, plain, 0)
 
 

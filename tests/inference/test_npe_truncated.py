@@ -16,7 +16,7 @@ import mechzoo
 from mechzoo.inference import npe
 from mechzoo.inference.priors import ParameterSpec, joint_torch_prior, make_prior
 from mechzoo.inference.result import result_attrs
-from npe_round_helpers import FingerprintOnly, assert_matches_exact, exact_linear_gaussian
+from npe_round_helpers import FingerprintOnly, assert_matches_exact, assert_key_is_specific_to_observation, exact_linear_gaussian, fit_in_fresh_cache
 
 ENTRY = "linear-gaussian"
 SETTINGS = {
@@ -79,11 +79,7 @@ def test_truncate_setting_is_validated(bad, match):
 
 @pytest.fixture(scope="module")
 def truncated_fit(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("truncated-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MECHZOO_CACHE", str(cache))
-        res = mechzoo.fit(ENTRY, method="npe", seed=2, progress=False, **SETTINGS)
-    return res, cache
+    return fit_in_fresh_cache(tmp_path_factory, "truncated-cache", SETTINGS)
 
 
 def test_truncated_round_is_inside_its_proposal_and_counted(truncated_fit, monkeypatch):
@@ -115,10 +111,4 @@ def test_truncated_posterior_matches_exact(truncated_fit):
 
 
 def test_truncated_estimator_key_depends_on_the_observation():
-    settings = {**npe.DEFAULTS, **SETTINGS}
-    a = mechzoo.problem(ENTRY)
-    b = mechzoo.problem(ENTRY, recipe="default", config=None)
-    b.observed = {k: np.asarray(v) + 0.5 for k, v in a.observed.items()}
-    assert npe.estimator_key(a, settings, 0) != npe.estimator_key(b, settings, 0)
-    plain = {**settings, "truncate": None}
-    assert npe.estimator_key(a, plain, 0) == npe.estimator_key(b, plain, 0)  # amortised without truncate
+    assert_key_is_specific_to_observation(SETTINGS, "truncate")
