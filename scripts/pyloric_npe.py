@@ -23,8 +23,13 @@ result ``zoo/entries/data/pyloric-stg-reference-npe.nc``) and ``<out>/path.png``
 
 Runs so far (2026-12-04; numbers in ``results/pyloric*/summary.json``):
 
+* TSNPE, truncation quantile 0.01 (``--pilot 0 --bank 25000 --rounds 8 --round-sims 10000
+  --quantile 0.01``, ``results/pyloric-tsnpe-q01-r8``; the shipped reference result since
+  2026-12-04 evening): 105,000 simulations (1935 valid), 43 min; round valid fractions 1.9-2.3 %;
+  predictive check 294/1000 valid, medians within 10 % for cycle period, LP duty cycle, LP phase
+  and PY phase (not ABPD duty 15 %, PY duty 26 %); path 24/24 points valid.
 * TSNPE (``--pilot 100000 --balanced --bank 2000 --rounds 4 --round-sims 10000 --install``,
-  ``results/pyloric``; the shipped reference result): 142,000 simulations, 45 min; the
+  ``results/pyloric``; the reference result before): 142,000 simulations, 45 min; the
   balanced classifier accepts 80 % of the prior, round valid fractions 1.2-1.5 %; predictive
   check 251/1000 valid, medians within 10 % for cycle period, LP duty cycle and LP phase only;
   path 23/24 points valid.
